@@ -1,0 +1,3 @@
+"""robustdarts: robust differentiable neural architecture search."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,190 @@
+"""Candidate operations: one registry for the DARTS, LHD and NAS-Bench-201 op families.
+
+Every op maps C channels to C channels at the given stride. Build flags:
+- ``affine``: search builds use non-affine BN, evaluation builds affine BN (DARTS convention).
+- ``pool_bn``: DARTS search follows each pooling op with a non-affine BN; evaluation does not. The LHD family always
+  does (LHD keeps the non-affine pool BN in its evaluation network too).
+- ``shared_relu``: ops that begin with ReLU leave it out and mark themselves ``takes_relu = True``; the caller feeds
+  them ``relu(x)`` computed once per source state. This saves one activation copy per such op in the supernet,
+  which is what bounds a search step on a CPU (see DESIGN.md). Parameters are identical either way.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import unknown
+
+FAMILIES = ("darts", "lhd", "nb201")
+
+
+class Zero(nn.Module):
+    """The `none` op: zeros shaped like the (strided) output."""
+
+    def __init__(self, stride: int):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x):
+        if self.stride == 1:
+            return x.mul(0.0)
+        return x[:, :, :: self.stride, :: self.stride].mul(0.0)
+
+
+class NoiseOp(nn.Module):
+    """RobustDARTS S4 `noise`: fresh N(mean, std) noise of the output shape; no gradient reaches the input.
+
+    Active in eval mode as in the reference (an evaluation network with `noise` injects noise at test time).
+    """
+
+    def __init__(self, stride: int, mean: float = 0.0, std: float = 1.0):
+        super().__init__()
+        self.stride, self.mean, self.std = stride, mean, std
+
+    def forward(self, x):
+        if self.stride != 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        return torch.randn_like(x).mul_(self.std).add_(self.mean)
+
+
+class Relu(nn.Sequential):
+    """A Sequential that may start with a ReLU; with ``shared_relu`` the ReLU is dropped and the op says so."""
+
+    def __init__(self, layers, shared_relu: bool):
+        mods = list(layers) if shared_relu else [nn.ReLU(inplace=False), *layers]
+        super().__init__(*mods)
+        self.takes_relu = shared_relu
+
+
+def relu_conv_bn(C_in, C_out, kernel, stride, padding, affine, shared_relu=False, dilation=1) -> Relu:
+    return Relu(
+        [nn.Conv2d(C_in, C_out, kernel, stride, padding, dilation=dilation, bias=False),
+         nn.BatchNorm2d(C_out, affine=affine)],
+        shared_relu,
+    )
+
+
+class FactorizedReduce(nn.Module):
+    """ReLU, two 1x1 stride-2 convs (the second on the input shifted by one pixel), concat, BN."""
+
+    def __init__(self, C_in, C_out, affine=True, shared_relu=False):
+        super().__init__()
+        assert C_out % 2 == 0, "FactorizedReduce needs an even channel count"
+        self.takes_relu = shared_relu
+        self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, padding=0, bias=False)
+        self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, padding=0, bias=False)
+        self.bn = nn.BatchNorm2d(C_out, affine=affine)
+
+    def forward(self, x):
+        if not self.takes_relu:
+            x = F.relu(x)
+        # Odd sizes: the shifted branch is one pixel short; pad it back like the stride-2 conv of the unshifted one.
+        a = self.conv_1(x)
+        b = self.conv_2(x[:, :, 1:, 1:])
+        if b.shape[-2:] != a.shape[-2:]:
+            b = F.pad(b, (0, a.shape[-1] - b.shape[-1], 0, a.shape[-2] - b.shape[-2]))
+        return self.bn(torch.cat([a, b], dim=1))
+
+
+def sep_conv(C, k, stride, affine, shared_relu, repeat=2) -> Relu:
+    """DARTS separable conv: [ReLU, depthwise kxk, pointwise 1x1, BN] twice, the second at stride 1."""
+    pad = k // 2
+    first = [nn.Conv2d(C, C, k, stride, pad, groups=C, bias=False), nn.Conv2d(C, C, 1, bias=False),
+             nn.BatchNorm2d(C, affine=affine)]
+    if repeat == 1:
+        return Relu(first, shared_relu)
+    second = [nn.ReLU(inplace=False), nn.Conv2d(C, C, k, 1, pad, groups=C, bias=False), nn.Conv2d(C, C, 1, bias=False),
+              nn.BatchNorm2d(C, affine=affine)]
+    return Relu(first + second, shared_relu)
+
+
+def dil_conv(C, k, stride, affine, shared_relu) -> Relu:
+    """DARTS dilated conv: ReLU, depthwise kxk with dilation 2, pointwise 1x1, BN."""
+    return Relu([nn.Conv2d(C, C, k, stride, (k - 1), dilation=2, groups=C, bias=False), nn.Conv2d(C, C, 1, bias=False),
+                 nn.BatchNorm2d(C, affine=affine)], shared_relu)
+
+
+def depthwise_conv(C, k, stride, dilation, affine, shared_relu) -> Relu:
+    """LHD sep/dil conv: ReLU, one depthwise conv, BN — no pointwise conv and no repeat."""
+    pad = dilation * (k - 1) // 2
+    return Relu([nn.Conv2d(C, C, k, stride, pad, dilation=dilation, groups=C, bias=False),
+                 nn.BatchNorm2d(C, affine=affine)], shared_relu)
+
+
+def conv_7x1_1x7(C, stride, affine, shared_relu) -> Relu:
+    return Relu([nn.Conv2d(C, C, (1, 7), stride=(1, stride), padding=(0, 3), bias=False),
+                 nn.Conv2d(C, C, (7, 1), stride=(stride, 1), padding=(3, 0), bias=False),
+                 nn.BatchNorm2d(C, affine=affine)], shared_relu)
+
+
+def _pool(kind: str, C, stride, bn: bool):
+    pool = (nn.MaxPool2d(3, stride=stride, padding=1) if kind == "max"
+            else nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False))
+    return nn.Sequential(pool, nn.BatchNorm2d(C, affine=False)) if bn else pool
+
+
+def _skip(C, stride, affine, shared_relu):
+    return nn.Identity() if stride == 1 else FactorizedReduce(C, C, affine=affine, shared_relu=shared_relu)
+
+
+OpBuilder = Callable[..., nn.Module]  # (C, stride, affine, pool_bn, shared_relu) -> module
+
+_COMMON: dict[str, OpBuilder] = {
+    "none": lambda C, s, a, pbn, sr: Zero(s),
+    "noise": lambda C, s, a, pbn, sr: NoiseOp(s),
+    "skip_connect": lambda C, s, a, pbn, sr: _skip(C, s, a, sr),
+    "max_pool_3x3": lambda C, s, a, pbn, sr: _pool("max", C, s, pbn),
+    "avg_pool_3x3": lambda C, s, a, pbn, sr: _pool("avg", C, s, pbn),
+}
+
+OPS: dict[str, dict[str, OpBuilder]] = {
+    "darts": {
+        **_COMMON,
+        "sep_conv_3x3": lambda C, s, a, pbn, sr: sep_conv(C, 3, s, a, sr),
+        "sep_conv_5x5": lambda C, s, a, pbn, sr: sep_conv(C, 5, s, a, sr),
+        "sep_conv_7x7": lambda C, s, a, pbn, sr: sep_conv(C, 7, s, a, sr),
+        "dil_conv_3x3": lambda C, s, a, pbn, sr: dil_conv(C, 3, s, a, sr),
+        "dil_conv_5x5": lambda C, s, a, pbn, sr: dil_conv(C, 5, s, a, sr),
+        "conv_7x1_1x7": lambda C, s, a, pbn, sr: conv_7x1_1x7(C, s, a, sr),
+    },
+    "lhd": {
+        **_COMMON,
+        # LHD pools carry a non-affine BN in search and evaluation alike.
+        "max_pool_3x3": lambda C, s, a, pbn, sr: _pool("max", C, s, True),
+        "avg_pool_3x3": lambda C, s, a, pbn, sr: _pool("avg", C, s, True),
+        "sep_conv_3x3": lambda C, s, a, pbn, sr: depthwise_conv(C, 3, s, 1, a, sr),
+        "sep_conv_5x5": lambda C, s, a, pbn, sr: depthwise_conv(C, 5, s, 1, a, sr),
+        "dil_conv_3x3": lambda C, s, a, pbn, sr: depthwise_conv(C, 3, s, 2, a, sr),
+        "dil_conv_5x5": lambda C, s, a, pbn, sr: depthwise_conv(C, 5, s, 2, a, sr),
+    },
+    "nb201": {
+        "none": _COMMON["none"],
+        "skip_connect": _COMMON["skip_connect"],
+        "avg_pool_3x3": lambda C, s, a, pbn, sr: _pool("avg", C, s, False),
+        "nor_conv_1x1": lambda C, s, a, pbn, sr: relu_conv_bn(C, C, 1, s, 0, a, sr),
+        "nor_conv_3x3": lambda C, s, a, pbn, sr: relu_conv_bn(C, C, 3, s, 1, a, sr),
+    },
+}
+
+
+def op_names(family: str = "darts") -> tuple[str, ...]:
+    return tuple(OPS[family])
+
+
+def make_op(name: str, C: int, stride: int, *, family: str = "darts", affine: bool = True, pool_bn: bool = False,
+            shared_relu: bool = False) -> nn.Module:
+    """Build candidate op ``name`` of ``family`` for C channels at ``stride``."""
+    if family not in OPS:
+        raise unknown("op family", family, OPS)
+    table = OPS[family]
+    if name not in table:
+        raise unknown(f"op for the {family} family", name, table)
+    return table[name](C, stride, affine, pool_bn, shared_relu)
+
+
+def takes_relu(op: nn.Module) -> bool:
+    return getattr(op, "takes_relu", False)

@@ -1,0 +1,24 @@
+"""DARTS first and second order, and the random baseline."""
+
+from __future__ import annotations
+
+from .base import Method
+
+
+class Darts(Method):
+    """First-order DARTS (Liu et al., ICLR 2019; quark0/darts), defaults of spec D §1.4."""
+
+
+class Darts2(Method):
+    name = "darts-2nd"
+    summary = "second-order (unrolled) DARTS with a finite-difference Hessian-vector product"
+    defaults = {"arch_order": "second"}
+
+
+class RandomArch(Method):
+    """LHD's random baseline: no training at all; α ~ 0.1·N(0,1) (and β), then the usual discretization."""
+
+    name = "random"
+    paper = "Li & Talwalkar, Random Search and Reproducibility for NAS (UAI 2019); LHD random baseline"
+    summary = "no training: α, β ~ 0.1·N(0,1) from the seed, discretized like any other method"
+    defaults = {"arch_order": "none", "epochs": 1}

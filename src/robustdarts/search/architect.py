@@ -1,0 +1,90 @@
+"""Architecture-gradient modes (spec D §1.5): first order, second order (unrolled), mixed level (MiLeNAS).
+
+Every function leaves ∇α in ``p.grad`` of the architecture parameters and touches no network-weight gradient:
+``torch.autograd.grad`` is taken with respect to exactly the tensors that need it. The unrolled step evaluates
+the virtual weights with ``torch.func.functional_call`` — no network copy per step (the reference builds one
+with ``model.new()`` every step) — and on copies of the BN buffers, so virtual passes never move the supernet's
+running statistics.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+WeightsFn = Callable[[], dict]  # builds fresh mixing weights (with a graph to α) for one pass
+
+
+def _set_grads(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | None]) -> None:
+    for p, g in zip(params, grads):
+        g = torch.zeros_like(p) if g is None else g.detach()
+        p.grad = g if p.grad is None else p.grad + g
+
+
+def first_order(forward, arch_params, weights_fn: WeightsFn, x, y, extra_loss=None) -> torch.Tensor:
+    """∇α L_val(w, α) from one pass on the validation batch (+ an optional regularizer of α)."""
+    logits = forward(x, weights_fn())
+    loss = F.cross_entropy(logits, y)
+    total = loss if extra_loss is None else loss + extra_loss()
+    _set_grads(arch_params, torch.autograd.grad(total, arch_params, allow_unused=True))
+    return loss.detach()
+
+
+def mixed_level(forward, arch_params, weights_fn: WeightsFn, x_train, y_train, x_val, y_val, lam: float = 1.0):
+    """MiLeNAS: ∇α L_val + λ·∇α L_train."""
+    loss_val = F.cross_entropy(forward(x_val, weights_fn()), y_val)
+    loss_train = F.cross_entropy(forward(x_train, weights_fn()), y_train)
+    _set_grads(arch_params, torch.autograd.grad(loss_val + lam * loss_train, arch_params, allow_unused=True))
+    return loss_val.detach()
+
+
+def unrolled(supernet, arch_params, weights_fn: WeightsFn, x_train, y_train, x_val, y_val, *, lr: float,
+             momentum: float, weight_decay: float, momentum_buffers: Sequence[torch.Tensor | None],
+             forward_kwargs: dict | None = None, r: float = 0.01) -> torch.Tensor:
+    """Second-order DARTS with a finite-difference Hessian-vector product.
+
+    w' = w − ξ(μ·m + ∇w L_train(w, α) + λ·w);  g = ∇α L_val(w', α) − ξ·[∇α L_train(w⁺, α) − ∇α L_train(w⁻, α)]/(2ε)
+    with w± = w ± ε·v, v = ∇w' L_val(w', α), ε = r/‖v‖. ``weight_decay`` is the *current* one (the RobustDARTS ADA
+    code keeps a stale value after raising it; we do not).
+    """
+    fw = forward_kwargs or {}
+    names, w = zip(*[(n, p) for n, p in supernet.named_parameters()])
+    buffers = {n: b.clone() for n, b in supernet.named_buffers()}
+
+    def loss_at(params, x, y, weights):
+        return F.cross_entropy(functional_call(supernet, ({**dict(zip(names, params)), **buffers}), (x, weights), fw), y)
+
+    with torch.no_grad():
+        detached = {k: ([t.detach() for t in v] if isinstance(v, (list, tuple)) else v.detach())
+                    for k, v in weights_fn().items()}
+    g_train = torch.autograd.grad(loss_at(w, x_train, y_train, detached), w, allow_unused=True)
+    with torch.no_grad():
+        w_virtual = [
+            (p - lr * ((momentum * m if m is not None else 0) + (g if g is not None else 0) + weight_decay * p))
+            for p, g, m in zip(w, g_train, momentum_buffers)
+        ]
+    w_virtual = [p.detach().requires_grad_(True) for p in w_virtual]
+    loss_val = loss_at(w_virtual, x_val, y_val, weights_fn())
+    grads = torch.autograd.grad(loss_val, list(w_virtual) + list(arch_params), allow_unused=True)
+    v = [torch.zeros_like(p) if g is None else g for p, g in zip(w, grads[: len(w)])]
+    d_alpha = grads[len(w):]
+    eps = r / torch.cat([t.reshape(-1) for t in v]).norm().clamp_min(1e-12)
+
+    def alpha_grad_at(sign: float):
+        with torch.no_grad():
+            shifted = [p + sign * eps * t for p, t in zip(w, v)]
+        return torch.autograd.grad(loss_at(shifted, x_train, y_train, weights_fn()), arch_params, allow_unused=True)
+
+    g_plus, g_minus = alpha_grad_at(1.0), alpha_grad_at(-1.0)
+    final = []
+    for d, gp, gm, p in zip(d_alpha, g_plus, g_minus, arch_params):
+        d = torch.zeros_like(p) if d is None else d
+        if gp is None or gm is None:
+            final.append(d)
+        else:
+            final.append(d - lr * (gp - gm) / (2 * eps))
+    _set_grads(arch_params, final)
+    return loss_val.detach()

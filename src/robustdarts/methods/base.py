@@ -51,6 +51,10 @@ class Method:
         with torch.no_grad():
             return detached(arch_weights(search.arch, 1.0))
 
+    def eval_weights(self, search) -> dict:
+        """The weights the supernet is validated with each epoch (default: those of the derivation)."""
+        return self.derive_weights(search)
+
     # --- schedules ----------------------------------------------------------------------------------------------
     def drop_prob(self, search) -> float:
         """Search-time drop path on every mixed-edge output, ramped linearly (R-DARTS(DP))."""

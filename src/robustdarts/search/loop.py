@@ -217,7 +217,7 @@ class Search:
     @torch.no_grad()
     def evaluate(self, weights=None, images=None) -> dict:
         """Supernet loss/accuracy on the val half with the relaxed weights (eval-mode BN, as DARTS' infer)."""
-        weights = weights if weights is not None else self.method.derive_weights(self)
+        weights = weights if weights is not None else self.method.eval_weights(self)
         self.supernet.eval()
         total, correct, n = 0.0, 0, 0
         for x, y in eval_batches(images or self.val_set, 256, self.device):

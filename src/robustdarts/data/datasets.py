@@ -1,0 +1,430 @@
+"""Image datasets held in memory as uint8 tensors (N, C, H, W) with int64 labels.
+
+Every dataset is read once into a tensor; augmentation happens later on whole batches (see ``augment.py``), so no
+per-image Python object ever exists. Files are read in their official formats (IDX gz, CIFAR python pickles through
+the restricted unpickler, SVHN .mat) and downloaded with MD5 checks when missing and a network is reachable.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+import tarfile
+import urllib.error
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import RobustDartsError, unknown
+from ..safepickle import safe_load
+
+SPLITS = ("train", "test")
+ENV_VAR = "ROBUSTDARTS_DATA"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    channels: int
+    num_classes: int
+    size: int  # native height == width
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    train_size: int
+    test_size: int
+
+
+_INFO = {
+    "fashion-mnist": DatasetInfo("fashion-mnist", 1, 10, 28, (0.2860,), (0.3530,), 60000, 10000),
+    "cifar10": DatasetInfo("cifar10", 3, 10, 32, (0.49139968, 0.48215827, 0.44653124),
+                           (0.24703233, 0.24348505, 0.26158768), 50000, 10000),
+    "cifar100": DatasetInfo("cifar100", 3, 100, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 50000, 10000),
+    "svhn": DatasetInfo("svhn", 3, 10, 32, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), 73257, 26032),
+    # Measured on the generator below (levels uniform in [32, 224] plus noise): about 0.50 and 0.25 for any seed.
+    "synthetic": DatasetInfo("synthetic", 3, 10, 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 5000, 1000),
+}
+DATASETS = tuple(_INFO)
+_ALIASES = {"fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist", "fmnist": "fashion-mnist",
+            "cifar-10": "cifar10", "cifar-100": "cifar100"}
+
+_FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+_FASHION_FILES = {  # split -> ((file, official MD5), ...): images then labels
+    "train": (("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+              ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe")),
+    "test": (("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
+             ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310")),
+}
+_CIFAR = {  # name -> (folder inside the archive, archive URL, archive MD5, label key, files per split)
+    "cifar10": ("cifar-10-batches-py", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                "c58f30108f718f92721af3b95e74349a", "labels",
+                {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}),
+    "cifar100": ("cifar-100-python", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                 "eb9058c3a382ffc7106e4002c42a8d85", "fine_labels", {"train": ("train",), "test": ("test",)}),
+}
+_SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
+_SVHN_FILES = {"train": ("train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373"),
+               "test": ("test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3")}
+_SYSTEM_DIRS = {"fashion-mnist": Path("/usr/share/datasets/fashion-mnist")}  # Debian package dataset-fashion-mnist
+_HINTS = {"fashion-mnist": "install the Debian package with `apt-get install dataset-fashion-mnist`, or ",
+          "cifar10": "", "cifar100": "", "svhn": ""}
+
+
+@dataclass
+class ImageSet:
+    """A labelled image set in memory: ``images`` uint8 (N, C, H, W), ``labels`` int64 (N,)."""
+
+    images: Tensor
+    labels: Tensor
+    name: str
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.dtype != torch.int64 or self.labels.shape != self.images.shape[:1]:
+            raise ValueError(f"labels must be int64 ({len(self.images)},), got {self.labels.dtype} "
+                             f"{tuple(self.labels.shape)}")
+        if not len(self.mean) == len(self.std) == self.images.shape[1]:
+            raise ValueError(f"mean/std need one entry per channel ({self.images.shape[1]})")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def size(self) -> int:
+        return self.images.shape[-1]
+
+    def subset(self, indices) -> ImageSet:
+        indices = torch.as_tensor(indices, dtype=torch.long, device=self.images.device)
+        return ImageSet(self.images[indices], self.labels[indices], self.name, self.num_classes, self.mean, self.std)
+
+    def to(self, device) -> ImageSet:
+        """The same set on ``device``; moving it once up front makes evaluation passes copy-free."""
+        return ImageSet(self.images.to(device), self.labels.to(device), self.name, self.num_classes,
+                        self.mean, self.std)
+
+
+def _canonical(name: str) -> str:
+    key = str(name).lower()
+    key = _ALIASES.get(key, key)
+    if key not in _INFO:
+        raise unknown("dataset", name, DATASETS)
+    return key
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """Channels, classes, native size, normalization constants and split sizes of a dataset."""
+    return _INFO[_canonical(name)]
+
+
+def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | None = None, download: bool = True,
+                 image_size: int | None = None, limit: int | None = None, seed: int = 0) -> ImageSet:
+    """Load ``split`` of dataset ``name`` into memory.
+
+    ``image_size`` resizes once here (area when shrinking, bilinear when growing); ``limit`` keeps a random subset of
+    that many images chosen by ``seed`` (in index order). For ``synthetic``, ``seed`` also seeds the generator and
+    ``limit`` is the number of images generated.
+    """
+    key = _canonical(name)
+    if split not in SPLITS:
+        raise unknown("split", split, SPLITS)
+    for arg, value in (("image_size", image_size), ("limit", limit)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise RobustDartsError(f"{arg} must be a positive integer, got {value!r}.")
+    info = _INFO[key]
+
+    if key == "synthetic":
+        count = limit if limit is not None else (info.train_size if split == "train" else info.test_size)
+        return make_synthetic(count, image_size or info.size, split=split, seed=seed)
+
+    images, labels = _load_arrays(key, split, data_dir, download)
+    if labels.size and (labels.min() < 0 or labels.max() >= info.num_classes):
+        raise RobustDartsError(f"{key} {split} labels fall outside 0..{info.num_classes - 1} "
+                               f"(found {labels.min()}..{labels.max()}); the files are corrupted.")
+    dataset = ImageSet(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels.astype(np.int64)),
+                       key, info.num_classes, info.mean, info.std)
+    if limit is not None and limit < len(dataset):
+        keep = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:limit]
+        dataset = dataset.subset(keep.sort().values)
+    if image_size is not None and image_size != dataset.size:
+        dataset.images = resize_images(dataset.images, image_size)
+    return dataset
+
+
+def resize_images(images: Tensor, size: int, chunk: int = 4096) -> Tensor:
+    """Resize a uint8 (N, C, H, W) tensor to ``size`` x ``size``, back to uint8; chunked to bound float memory."""
+    shrink = size < images.shape[-1]
+    out = []
+    for part in images.split(chunk):
+        x = part.float()
+        x = F.interpolate(x, size=(size, size), mode="area") if shrink else \
+            F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        out.append(x.round_().clamp_(0, 255).to(torch.uint8))
+    return torch.cat(out) if out else images.new_empty((0, images.shape[1], size, size))
+
+
+def search_split(imageset: ImageSet, portion: float = 0.5, seed: int = 0,
+                 ordered: bool = False) -> tuple[ImageSet, ImageSet]:
+    """Cut a training set into (weights half, architecture half).
+
+    By default the cut follows a permutation drawn from ``seed``; ``ordered=True`` reproduces the reference code,
+    which trains weights on the first ``floor(portion * N)`` images and α on the rest, by index order.
+    """
+    n = len(imageset)
+    cut = int(np.floor(portion * n))
+    if not 0 < portion < 1 or cut == 0 or cut == n:
+        raise RobustDartsError(f"search split portion {portion!r} leaves an empty half of {n} images; "
+                               f"choose a value strictly between 0 and 1.")
+    order = torch.arange(n) if ordered else torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    # Sorting within each half changes no membership and keeps the subsets in the dataset's order.
+    return imageset.subset(order[:cut].sort().values), imageset.subset(order[cut:].sort().values)
+
+
+def make_synthetic(num_images: int, image_size: int = 32, num_classes: int = 10, channels: int = 3,
+                   split: str = "train", seed: int = 0, noise: float = 48.0) -> ImageSet:
+    """A learnable in-memory dataset: each class is a fixed smooth colour pattern, each image that pattern plus noise.
+
+    The class patterns depend only on ``seed``, so the train and test splits share them; the samples depend on
+    ``seed`` and ``split``. The patterns are smooth (a 4x4 grid upsampled), so a 4-pixel random crop keeps the class.
+    """
+    if split not in SPLITS:
+        raise unknown("split", split, SPLITS)
+    pattern_gen = torch.Generator().manual_seed(seed)
+    grid = torch.rand(num_classes, channels, 4, 4, generator=pattern_gen)
+    patterns = F.interpolate(grid, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    patterns = 32 + 192 * patterns
+    sample_gen = torch.Generator().manual_seed(seed * 1_000_003 + SPLITS.index(split) + 1)
+    labels = (torch.arange(num_images) % num_classes)[torch.randperm(num_images, generator=sample_gen)]
+    brightness = 16 * torch.randn(num_images, 1, 1, 1, generator=sample_gen)
+    pixels = torch.randn(num_images, channels, image_size, image_size, generator=sample_gen)
+    images = (patterns[labels] + brightness + noise * pixels).round_().clamp_(0, 255).to(torch.uint8)
+    info = _INFO["synthetic"]  # every channel has the same statistics
+    return ImageSet(images, labels, "synthetic", num_classes, info.mean[:1] * channels, info.std[:1] * channels)
+
+
+# ---------------------------------------------------------------------------------------------------- locating files
+
+def _user_roots(data_dir) -> list[Path]:
+    """User data roots in look-up order: $ROBUSTDARTS_DATA, then ``data_dir``, then the per-user cache."""
+    roots = []
+    if os.environ.get(ENV_VAR):
+        roots.append(Path(os.environ[ENV_VAR]).expanduser())
+    if data_dir is not None:
+        roots.append(Path(data_dir).expanduser())
+    roots.append(_cache_root())
+    return list(dict.fromkeys(roots))
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "robustdarts" / "data"
+
+
+def _download_root(data_dir) -> Path:
+    """Where a download goes: the explicit ``data_dir`` first, since that is where the user asked for data."""
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser()
+    return _cache_root()
+
+
+def _layout(key: str, split: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(sub-folders tried under each root, files the split needs)."""
+    if key == "fashion-mnist":
+        return ("fashion-mnist", ""), tuple(f for f, _ in _FASHION_FILES[split])
+    if key in _CIFAR:
+        return (_CIFAR[key][0],), _CIFAR[key][4][split]
+    return ("svhn", ""), (_SVHN_FILES[split][0],)
+
+
+def _candidates(key: str, split: str, data_dir) -> list[Path]:
+    subdirs, _ = _layout(key, split)
+    dirs = [root / sub if sub else root for root in _user_roots(data_dir) for sub in subdirs]
+    if key in _SYSTEM_DIRS:
+        dirs.append(_SYSTEM_DIRS[key])
+    return list(dict.fromkeys(dirs))
+
+
+def _find(key: str, split: str, dirs: list[Path]) -> Path | None:
+    _, files = _layout(key, split)
+    return next((d for d in dirs if all((d / f).is_file() for f in files)), None)
+
+
+def _downloads(key: str, split: str) -> tuple[str, list[tuple[str, str, str]], bool]:
+    """(sub-folder of the download root, [(url, file name, md5)], whether the files are tar archives to unpack)."""
+    if key == "fashion-mnist":
+        return "fashion-mnist", [(_FASHION_URL + f, f, md5) for f, md5 in _FASHION_FILES[split]], False
+    if key in _CIFAR:
+        _, url, md5, _, _ = _CIFAR[key]
+        return "", [(url, url.rsplit("/", 1)[1], md5)], True
+    file, md5 = _SVHN_FILES[split]
+    return "svhn", [(_SVHN_URL + file, file, md5)], False
+
+
+def _load_arrays(key: str, split: str, data_dir, download: bool) -> tuple[np.ndarray, np.ndarray]:
+    dirs = _candidates(key, split, data_dir)
+    found = _find(key, split, dirs)
+    if found is None:
+        _, files = _layout(key, split)
+        where = ", ".join(map(str, dirs))
+        sub, sources, _ = _downloads(key, split)
+        urls = " and ".join(url for url, _, _ in sources)
+        if not download:
+            raise RobustDartsError(
+                f"{key} {split} data ({', '.join(files)}) not found in {where}; {_HINTS[key]}download it from "
+                f"{urls} into one of those folders (point --data-dir or ${ENV_VAR} at it), or allow download.")
+        try:
+            _fetch(key, split, _download_root(data_dir))
+        except RobustDartsError as e:
+            raise RobustDartsError(
+                f"{key} {split} data ({', '.join(files)}) not found in {where}, and downloading it failed ({e}); "
+                f"{_HINTS[key]}download it from {urls} into one of those folders "
+                f"(point --data-dir or ${ENV_VAR} at it).") from None
+        found = _find(key, split, dirs + [_download_root(data_dir) / sub if sub else _download_root(data_dir)])
+        if found is None:
+            raise RobustDartsError(f"the {key} download did not contain the expected files {', '.join(files)}.")
+    if key == "fashion-mnist":
+        return _read_fashion(found, split)
+    if key in _CIFAR:
+        return _read_cifar(key, found, split)
+    return _read_svhn(found, split)
+
+
+# ---------------------------------------------------------------------------------------------------- downloading
+
+def _fetch(key: str, split: str, root: Path) -> None:
+    sub, sources, is_archive = _downloads(key, split)
+    target = root / sub if sub else root
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RobustDartsError(f"cannot create {target}: {e.strerror}") from None
+    for url, file, md5 in sources:
+        if (target / file).is_file() and _md5(target / file) == md5:
+            continue
+        download_file(url, target / file, md5)
+        if is_archive:
+            _unpack(target / file, target)
+            (target / file).unlink()
+
+
+def download_file(url: str, dest: Path, md5: str, timeout: float = 60.0) -> None:
+    """Download ``url`` to ``dest`` through a temporary file, renamed only once the MD5 matches."""
+    part = dest.with_name(dest.name + ".part")
+    digest = hashlib.md5()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        part.unlink(missing_ok=True)
+        raise RobustDartsError(f"cannot download {url}: {getattr(e, 'reason', e)}") from None
+    if digest.hexdigest() != md5:
+        part.unlink(missing_ok=True)
+        raise RobustDartsError(f"{url} arrived with MD5 {digest.hexdigest()} instead of {md5}")
+    os.replace(part, dest)
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _unpack(archive: Path, target: Path) -> None:
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(target, filter="data")  # "data" refuses absolute paths, links out and device files
+    except (tarfile.TarError, OSError) as e:
+        raise RobustDartsError(f"cannot unpack {archive}: {e}") from None
+
+
+# ---------------------------------------------------------------------------------------------------- file formats
+
+def _corrupt(path: Path, why: str) -> RobustDartsError:
+    return RobustDartsError(f"{path} is corrupted ({why}); delete it and download it again.")
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file of unsigned bytes (gzip-compressed when the name ends in .gz)."""
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            data = f.read()
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError; a truncated stream an EOFError
+        raise _corrupt(path, f"{type(e).__name__}: {e}") from None
+    # Header: two zero bytes, type code 0x08 (unsigned byte), number of dimensions, then one big-endian u32 each.
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08" or data[3] == 0:
+        raise _corrupt(path, "not an unsigned-byte IDX file")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise _corrupt(path, "truncated header")
+    dims = struct.unpack(f">{ndim}I", data[4:header])
+    if len(data) - header != int(np.prod(dims)):
+        raise _corrupt(path, f"{len(data) - header} data bytes for shape {dims}")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
+
+
+def _read_fashion(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    (image_file, _), (label_file, _) = _FASHION_FILES[split]
+    images, labels = read_idx(folder / image_file), read_idx(folder / label_file)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise _corrupt(folder / image_file, f"images {images.shape} do not match labels {labels.shape}")
+    return images[:, None], labels
+
+
+def _field(batch: dict, key: str):
+    # The official batches are Python 2 pickles, whose keys come back as bytes; files written by Python 3 use str.
+    for k in (key.encode(), key):
+        if k in batch:
+            return batch[k]
+    raise KeyError(key)
+
+
+def _read_cifar(key: str, folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    label_key, files = _CIFAR[key][3], _CIFAR[key][4][split]
+    images, labels = [], []
+    for file in files:
+        path = folder / file
+        batch = safe_load(path.read_bytes(), source=str(path), encoding="bytes")
+        try:
+            data, targets = np.asarray(_field(batch, "data")), np.asarray(_field(batch, label_key), dtype=np.int64)
+        except (KeyError, TypeError, ValueError) as e:
+            raise _corrupt(path, f"no usable 'data' and '{label_key}' entries: {e}") from None
+        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or targets.shape != (len(data),):
+            raise _corrupt(path, f"data {data.dtype} {data.shape} with {targets.shape} labels")
+        images.append(data.reshape(-1, 3, 32, 32))  # each row is R plane, G plane, B plane, each row-major 32x32
+        labels.append(targets)
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _read_svhn(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    import scipy.io  # only SVHN needs scipy; import it late
+
+    path = folder / _SVHN_FILES[split][0]
+    try:
+        mat = scipy.io.loadmat(path)
+        images, labels = mat["X"], np.asarray(mat["y"]).reshape(-1).astype(np.int64)
+    except Exception as e:  # scipy raises several types (ValueError, MatReadError, KeyError) for bad files
+        raise _corrupt(path, f"{type(e).__name__}: {e}") from None
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[2] != 3 or images.shape[3] != len(labels):
+        raise _corrupt(path, f"X {images.dtype} {images.shape} with {labels.shape} labels")
+    labels[labels == 10] = 0  # SVHN stores digit 0 as class 10
+    return images.transpose(3, 2, 0, 1), labels  # (H, W, C, N) -> (N, C, H, W)

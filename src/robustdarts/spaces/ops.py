@@ -55,8 +55,8 @@ class Relu(nn.Sequential):
     """A Sequential that may start with a ReLU; with ``shared_relu`` the ReLU is dropped and the op says so."""
 
     def __init__(self, layers, shared_relu: bool):
-        mods = list(layers) if shared_relu else [nn.ReLU(inplace=False), *layers]
-        super().__init__(*mods)
+        # An Identity placeholder keeps the module indices (and state_dict keys) the same in both builds.
+        super().__init__(nn.Identity() if shared_relu else nn.ReLU(inplace=False), *layers)
         self.takes_relu = shared_relu
 
 

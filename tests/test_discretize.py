@@ -15,7 +15,7 @@ from robustdarts.genotype import Genotype, genotype_from_pl, load_pl, pl_weights
 from robustdarts.relax import mixing_weights
 from robustdarts.spaces import get_space
 
-RESULTS = Path("/work/shared/data/lhd-archs/results")
+from conftest import LHD_RESULTS as RESULTS
 EXAMPLE = RESULTS / "cifar10/darts_bilevel/20211010-140512-concate-sum-darts-bilevel.pl"
 needs_lhd_data = pytest.mark.skipif(not EXAMPLE.exists(), reason="LHD reference files not present")
 

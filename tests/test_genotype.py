@@ -15,8 +15,7 @@ from robustdarts.errors import RobustDartsError
 from robustdarts.genotype import Genotype, genotype_from_pl, load_pl, parse_darts_text, validate
 from robustdarts.zoo import GENOTYPES, get_genotype
 
-LHD_EXAMPLE = Path("/work/shared/data/lhd-archs/results/cifar10/darts_bilevel/"
-                   "20211010-140512-concate-sum-darts-bilevel.pl")
+from conftest import LHD_EXAMPLE
 needs_lhd_data = pytest.mark.skipif(not LHD_EXAMPLE.exists(), reason="LHD reference files not present")
 
 

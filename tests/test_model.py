@@ -14,7 +14,7 @@ from robustdarts.spaces import SPACES, get_space, make_op
 from robustdarts.supernet import Supernet, count_parameters
 from robustdarts.zoo import get_genotype
 
-LHD_EXAMPLE = "/work/shared/data/lhd-archs/results/cifar10/darts_bilevel/20211010-140512-concate-sum-darts-bilevel.pl"
+from conftest import LHD_EXAMPLE
 
 
 # Spec D §1.3 / §6.4: CIFAR-10, C=16, 8 cells, α excluded (= the "param size" that DARTS' train_search.py logs).

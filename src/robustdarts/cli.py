@@ -40,7 +40,15 @@ def _parse_sets(sets: list[str] | None) -> dict:
 
 
 def resolve_genotype(spec: str, condition: str = "base"):
-    """A published name, a run directory, a JSON / DARTS-text / NB201 file, an LHD .pl file, or inline text."""
+    """A published name, a run directory, a JSON / DARTS-text / NB201 file, an LHD .pl file, or inline text;
+    checked against the space it names, if any."""
+    from .genotype import validate
+
+    genotype = _load_genotype(spec, condition)
+    return validate(genotype) if genotype.space else genotype
+
+
+def _load_genotype(spec: str, condition: str):
     from .genotype import Genotype, genotype_from_pl
     from .zoo import GENOTYPES, get_genotype
 

@@ -1,0 +1,123 @@
+"""The command line as a user meets it: JSON outputs tied to published counts, one-sentence errors with exit 2."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from robustdarts.config import TrainConfig, build
+from robustdarts.runs import RunDir
+from robustdarts.train import Train
+from robustdarts.zoo import get_genotype
+
+from conftest import LHD_EXAMPLE
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def cli(*args, cwd=None):
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "robustdarts.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=1800)
+
+
+def assert_user_error(result, *fragments):
+    assert result.returncode == 2, result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+    text = " ".join(result.stderr.split())
+    for f in fragments:
+        assert f in text, text
+
+
+def test_show_json_reports_published_parameter_counts(tmp_path):
+    out = json.loads(cli("show", "darts_v2", "--json").stdout)
+    assert out["params"] == 3_349_342 and out["params_with_aux"] == 3_349_342 + 476_426
+    lhd = json.loads(cli("show", LHD_EXAMPLE, "--json").stdout)
+    assert lhd["params"] == 710_218 and lhd["params_with_aux"] == 1_186_644
+    # the same genotype from DARTS text and from JSON
+    text = tmp_path / "g.txt"
+    text.write_text(get_genotype("darts_v2").to_darts_text())
+    assert json.loads(cli("show", text, "--json").stdout)["params"] == 3_349_342
+    js = tmp_path / "g.json"
+    get_genotype("darts_v2").save(js)
+    assert json.loads(cli("show", js, "--json").stdout)["params"] == 3_349_342
+    drawing = tmp_path / "cells.png"
+    r = cli("show", "darts_v2", "--draw", drawing)
+    assert r.returncode == 0 and drawing.stat().st_size > 1000
+    assert "3,349,342" in r.stdout
+
+
+def test_spaces_and_methods_listings():
+    spaces = {s["name"]: s for s in json.loads(cli("spaces", "--json").stdout)}
+    assert spaces["darts"]["supernet_params_c10"] == 1_930_618 and spaces["s1"]["supernet_params_c10"] == 405_146
+    assert spaces["s1"]["ops"]["normal"][12] == ["dil_conv_3x3", "dil_conv_5x5"]
+    assert {"darts", "darts-7", "s1", "s2", "s3", "s4", "lhd", "nb201"} <= set(spaces)
+    methods = {m["name"]: m for m in json.loads(cli("methods", "--json").stdout)}
+    assert methods["darts-2nd"]["defaults"]["arch_order"] == "second"
+    assert "DARTS" in methods["darts"]["paper"]
+
+
+def test_bad_input_is_one_sentence_with_exit_code_2(tmp_path):
+    assert_user_error(cli("show", "dartz_v9"), "unknown genotype 'dartz_v9'", "darts_v2")
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text('{"kind": "darts", "normal": [')
+    assert_user_error(cli("show", bad_json))
+    bad_text = tmp_path / "bad.txt"
+    bad_text.write_text("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3'")
+    assert_user_error(cli("show", bad_text))
+    evil = tmp_path / "evil.pl"
+    evil.write_bytes(b"cos\nsystem\n(S'echo pwned'\ntR.")
+    assert_user_error(cli("show", evil), "only")
+    assert_user_error(cli("search", "--space", "s9", "--dataset", "synthetic"), "unknown search space 's9'", "s3")
+    assert_user_error(cli("search", "--method", "dartz", "--dataset", "synthetic"), "unknown method 'dartz'")
+    assert_user_error(cli("search", "--dataset", "imagenet-22k"), "unknown dataset")
+    assert_user_error(cli("search", "--dataset", "cifar10", "--data-dir", tmp_path, "--out", tmp_path / "r"),
+                      "cifar10")
+    assert_user_error(cli("search", "--resume", tmp_path / "nothing"), "not a robustdarts run directory")
+    assert_user_error(cli("show", "darts_v2", "--draw", tmp_path / "x.gif"), ".png or .svg")
+
+
+def test_genotype_that_does_not_fit_its_space_is_refused(tmp_path):
+    g = get_genotype("darts_v2").to_dict()
+    g["space"] = "s1"  # sep_conv_3x3 is not allowed on every S1 edge
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(g))
+    r = cli("show", path)
+    assert_user_error(r, "s1")
+
+
+def test_train_resume_is_exact(tmp_path):
+    cfg = build(TrainConfig, dict(genotype="darts_v2", dataset="synthetic", epochs=2, batch_size=16, init_channels=4,
+                                  layers=3, image_size=8, limit_images=64, limit_test=64, seed=1))
+    geno = get_genotype("darts_v2")
+    full = Train(cfg, geno, tmp_path / "full", progress=False).run()
+    Train(cfg, geno, tmp_path / "cut", progress=False).run(stop_after=0)
+    resumed = Train.resume(tmp_path / "cut", progress=False).run()
+    assert full["final_test_acc"] == resumed["final_test_acc"]
+    a, b = RunDir(tmp_path / "full").read_metrics(), RunDir(tmp_path / "cut").read_metrics()
+    assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
+    ckpt = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FASHION.exists(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_end_to_end_search_derive_train_on_fashion_mnist(tmp_path):
+    run = tmp_path / "s3"
+    r = cli("search", "--space", "s3", "--dataset", "fashion-mnist", "--preset", "tiny", "--out", run, "--json",
+            "--draw", tmp_path / "cell.png")
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["val_acc"] > 0.5  # 10 classes: chance is 0.1
+    for name in ("config.yaml", "environment.json", "metrics.jsonl", "archive.pt", "genotype.json", "checkpoint.pt"):
+        assert (run / name).exists(), name
+    assert (tmp_path / "cell.png").stat().st_size > 1000
+    derived = json.loads(cli("derive", run, "--epoch", "0", "--json").stdout)
+    assert derived["epoch"] == 0 and derived["genotype"]["kind"] == "darts"
+    t = cli("train", run, "--dataset", "fashion-mnist", "--preset", "tiny", "--out", tmp_path / "t", "--json")
+    assert t.returncode == 0, t.stderr[-2000:]
+    result = json.loads(t.stdout.strip().splitlines()[-1])
+    assert result["final_test_acc"] > 0.5 and result["params"] > 0

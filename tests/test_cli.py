@@ -19,7 +19,7 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
 def cli(*args, cwd=None):
-    env = {**os.environ, "COLUMNS": "200"}
+    env = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "robustdarts.cli", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=1800)
 

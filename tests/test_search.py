@@ -14,7 +14,7 @@ from robustdarts.errors import RobustDartsError
 from robustdarts.relax import arch_weights, detached
 from robustdarts.runs import RunDir, load_tensors
 from robustdarts.search import architect
-from robustdarts.search.loop import Search, cosine_lr
+from robustdarts.search.loop import Search
 from robustdarts.supernet import Supernet
 
 
@@ -25,12 +25,14 @@ def tiny_cfg(**kw):
     return build(SearchConfig, base)
 
 
-def test_cosine_lr_matches_the_reference_logs():
-    # Spec D §1.4 / §6.4.
-    assert cosine_lr(0, 50, 0.025, 0.001) == pytest.approx(0.025)
-    assert cosine_lr(1, 50, 0.025, 0.001) == pytest.approx(0.02497632, abs=1e-8)
-    assert cosine_lr(25, 50, 0.025, 0.001) == pytest.approx(0.013)
-    assert cosine_lr(49, 50, 0.025, 0.001) == pytest.approx(0.0010237, abs=1e-7)
+def test_search_lr_follows_the_closed_form_cosine_of_the_reference_logs():
+    # Spec D §1.4 / §6.4, through the loop's own schedule.
+    search = Search(tiny_cfg(epochs=50, lr=0.025, lr_min=0.001))
+    assert search.lr_at(0) == pytest.approx(0.025)
+    assert search.lr_at(1) == pytest.approx(0.02497632, abs=1e-8)
+    assert search.lr_at(25) == pytest.approx(0.013)
+    assert search.lr_at(49) == pytest.approx(0.0010237, abs=1e-7)
+    assert Search(tiny_cfg(lr_schedule="constant", lr=0.05)).lr_at(30) == 0.05
 
 
 def test_second_order_gradient_equals_exact_double_backward():

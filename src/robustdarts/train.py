@@ -19,7 +19,8 @@ from .errors import RobustDartsError
 from .evalnet import EvalNetwork
 from .genotype import Genotype
 from .runs import RunDir
-from .search.loop import cosine_lr, crop_padding
+from .schedules import cosine_lr
+from .search.loop import crop_padding
 
 
 class Train:
@@ -67,7 +68,7 @@ class Train:
 
     def train_epoch(self, progress=None, task=None) -> dict:
         cfg = self.cfg
-        lr = cosine_lr(self.epoch, cfg.epochs, cfg.lr, cfg.lr_min)
+        lr = cosine_lr(self.epoch, cfg.lr, cfg.lr_min, cfg.epochs)
         for g in self.opt.param_groups:
             g["lr"] = lr
         drop_prob = cfg.drop_path * self.epoch / cfg.epochs

@@ -8,7 +8,6 @@ from its directory gives exactly the α and genotype of an uninterrupted run wit
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -21,15 +20,11 @@ from ..data import Augment, BatchStream, dataset_info, eval_batches, load_datase
 from ..discretize import derive
 from ..errors import RobustDartsError
 from ..methods import get_method
-from ..runs import RunDir, Timer
+from ..runs import RunDir
+from ..schedules import cosine_lr
 from ..spaces import get_space
 from ..supernet import Supernet, count_parameters
 from . import architect
-
-
-def cosine_lr(epoch: int, epochs: int, lr_max: float, lr_min: float) -> float:
-    """Closed form of the per-epoch cosine schedule (lr_0 = lr_max; the references' scheduler calls drift)."""
-    return lr_min + (lr_max - lr_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2
 
 
 def crop_padding(image_size: int) -> int:
@@ -145,7 +140,7 @@ class Search:
         if cfg.lr_schedule == "constant":
             return cfg.lr
         if cfg.lr_schedule == "cosine":
-            return cosine_lr(epoch, cfg.epochs, cfg.lr, cfg.lr_min)
+            return cosine_lr(epoch, cfg.lr, cfg.lr_min, cfg.epochs)
         raise RobustDartsError(f"unknown lr_schedule {cfg.lr_schedule!r}; choose one of: constant, cosine.")
 
     # --- one step -----------------------------------------------------------------------------------------------

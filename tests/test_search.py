@@ -199,3 +199,11 @@ def test_tiny_preset_changes_sizes_only():
     changed = {k for k in paper.__dataclass_fields__ if getattr(paper, k) != getattr(tiny, k)}
     assert changed <= {"preset", "epochs", "batch_size", "init_channels", "layers", "image_size", "limit_images"}
     assert not math.isclose(tiny.init_channels, paper.init_channels)
+
+
+def test_augmentation_lengths_scale_with_the_image_size():
+    from robustdarts.data import scaled_augment
+
+    at32, at16 = scaled_augment((0.5,), (0.25,), 32, True, 16), scaled_augment((0.5,), (0.25,), 16, True, 16)
+    assert (at32.crop_padding, at32.cutout) == (4, 16) and (at16.crop_padding, at16.cutout) == (2, 8)
+    assert scaled_augment((0.5,), (0.25,), 16, False, 0).crop_padding == 0

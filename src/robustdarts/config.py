@@ -50,7 +50,7 @@ class SearchConfig:
     tau: float = 1.0  # softmax temperature of the plain relaxation
     # search-time regularization (R-DARTS DP ramps drop path and cutout together)
     drop_path: float = 0.0
-    cutout: int = 0
+    cutout: int = 0  # side at 32x32; crop padding and cutout scale with the image size
     augment: bool = True  # random crop + flip (SVHN in LHD searches without)
     # diagnostics
     hessian_every: int = 0  # epochs between dominant-eigenvalue measurements; 0 = off
@@ -84,7 +84,7 @@ class TrainConfig:
     grad_clip: float = 5.0
     auxiliary: bool = True
     auxiliary_weight: float = 0.4
-    cutout: int = 16
+    cutout: int = 16  # side at 32x32, scaled with the image size
     drop_path: float = 0.2
     augment: bool = True
     label_smoothing: float = 0.0
@@ -94,7 +94,7 @@ class TrainConfig:
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "tiny": {
         "search": dict(epochs=6, batch_size=32, init_channels=8, layers=5, image_size=16, limit_images=2000),
-        "train": dict(epochs=4, batch_size=64, init_channels=8, layers=5, image_size=16, limit_images=2000,
+        "train": dict(epochs=8, batch_size=64, init_channels=8, layers=5, image_size=16, limit_images=2000,
                       limit_test=1000),
     },
     "small": {

@@ -14,13 +14,12 @@ import torch
 import torch.nn.functional as F
 
 from .config import TrainConfig
-from .data import Augment, BatchStream, dataset_info, eval_batches, load_dataset
+from .data import BatchStream, scaled_augment, dataset_info, eval_batches, load_dataset
 from .errors import RobustDartsError
 from .evalnet import EvalNetwork
 from .genotype import Genotype
 from .runs import RunDir
 from .schedules import cosine_lr
-from .search.loop import crop_padding
 
 
 class Train:
@@ -35,9 +34,8 @@ class Train:
                                       limit=cfg.limit_images, seed=cfg.seed)
         self.test_set = load_dataset(cfg.dataset, "test", cfg.data_dir, image_size=cfg.image_size,
                                      limit=cfg.limit_test, seed=cfg.seed).to(self.device)
-        pad = crop_padding(self.train_set.size) if cfg.augment else 0
-        self.augment = Augment(self.train_set.mean, self.train_set.std, crop_padding=pad, flip=cfg.augment,
-                               cutout=cfg.cutout)
+        self.augment = scaled_augment(self.train_set.mean, self.train_set.std, self.train_set.size, cfg.augment,
+                                      cfg.cutout)
         self.stream = BatchStream(self.train_set, cfg.batch_size, self.augment, cfg.seed, self.device)
         self.net = EvalNetwork(genotype, cfg.init_channels, cfg.layers, info.num_classes, self.train_set.channels,
                                auxiliary=cfg.auxiliary, macro=cfg.macro).to(self.device)

@@ -146,3 +146,12 @@ def reference_augment(images: Tensor, generator: torch.Generator, mean: Sequence
             img = img * mask  # as the DARTS Cutout class: img *= mask
         out.append(img)
     return torch.stack(out)
+
+
+def scaled_augment(mean: Sequence[float], std: Sequence[float], image_size: int, augment: bool = True,
+                   cutout: int = 0) -> Augment:
+    """The DARTS training transform with its 32x32 lengths (crop padding 4, cutout ``cutout``) scaled to
+    ``image_size``, so that a CPU-sized preset at 16x16 changes the image size, not the strength of augmentation."""
+    scale = image_size / 32
+    pad = max(1, round(4 * scale)) if augment else 0
+    return Augment(mean, std, crop_padding=pad, flip=augment, cutout=round(cutout * scale) if cutout else 0)

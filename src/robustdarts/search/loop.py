@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..archparams import ArchParams
 from ..config import SearchConfig
-from ..data import Augment, BatchStream, dataset_info, eval_batches, load_dataset, search_split
+from ..data import BatchStream, scaled_augment, dataset_info, eval_batches, load_dataset, search_split
 from ..discretize import derive
 from ..errors import RobustDartsError
 from ..methods import get_method
@@ -25,11 +25,6 @@ from ..schedules import cosine_lr
 from ..spaces import get_space
 from ..supernet import Supernet, count_parameters
 from . import architect
-
-
-def crop_padding(image_size: int) -> int:
-    """Pad 4 at 32x32 (DARTS); proportionally less for smaller images so a preset changes only the size."""
-    return max(1, round(4 * image_size / 32))
 
 
 def mean_entropy(weights: torch.Tensor) -> float:
@@ -56,9 +51,7 @@ class Search:
         data = load_dataset(cfg.dataset, "train", cfg.data_dir, image_size=cfg.image_size, limit=cfg.limit_images,
                             seed=cfg.seed)
         self.train_set, self.val_set = search_split(data, cfg.train_portion, cfg.seed, cfg.ordered_split)
-        size = data.size
-        pad = crop_padding(size) if cfg.augment else 0
-        self.augment = Augment(data.mean, data.std, crop_padding=pad, flip=cfg.augment, cutout=cfg.cutout)
+        self.augment = scaled_augment(data.mean, data.std, data.size, cfg.augment, cfg.cutout)
         self.train_stream = BatchStream(self.train_set, cfg.batch_size, self.augment, cfg.seed, self.device)
         self.val_stream = BatchStream(self.val_set, cfg.batch_size, self.augment, cfg.seed + 1, self.device)
 

@@ -4,7 +4,6 @@ LHD files, and hand-worked DARTS, S1, NB201 and LHD weights."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import torch

@@ -13,15 +13,6 @@ from robustdarts.search.loop import Search
 from robustdarts.spaces import get_space
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions on a shared 2-core machine run ~25x faster on one thread than on two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_search(space="s3", method="darts", **overrides) -> Search:
     sizes = dict(method=method, space=space, dataset="synthetic", epochs=1, batch_size=8, init_channels=4,
                  layers=1 if space == "nb201" else 3, image_size=8, limit_images=32, leakage_every=0)

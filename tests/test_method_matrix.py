@@ -10,7 +10,6 @@ small spaces the real one runs.
 from __future__ import annotations
 
 import pytest
-import torch
 
 from robustdarts.config import SearchConfig, build
 from robustdarts.genotype import Genotype, validate
@@ -27,15 +26,6 @@ def _combos():
         for space in SPACES:
             fast = space in FAST_SPACES or method == "darts"
             yield pytest.param(method, space, id=f"{method}-{space}", marks=() if fast else pytest.mark.slow)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Intra-op threads on a shared, busy 2-core machine make these tiny steps far slower (spin waits)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("method,space", list(_combos()))

@@ -19,15 +19,6 @@ from robustdarts.spaces import get_space
 from robustdarts.supernet import Supernet
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Intra-op threads on a shared, busy 2-core machine make these tiny steps 20x slower (spin waits)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_cfg(method: str, space: str = "s2", **over) -> SearchConfig:
     sizes = dict(space=space, method=method, dataset="synthetic", epochs=1, batch_size=16, init_channels=4,
                  layers=1 if space == "nb201" else 3, image_size=8, limit_images=64, leakage_every=0, seed=0)

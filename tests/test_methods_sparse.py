@@ -20,15 +20,6 @@ from robustdarts.schedules import sparsity_preset
 from robustdarts.search.loop import Search
 from robustdarts.spaces import get_space
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions on a shared 2-core machine run ~25x faster on one thread than on two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 NEW_METHODS = ["sp-darts", "sp-darts-lhd", "sp-darts-s1s4", "sp-darts-nb201", "sp-darts-nb201-100", "small-temp-exp",
                "small-temp-cyclic", "small-temp-entropy", "ex-darts", "ss-darts", "ss-darts-nb201", "gdas", "drnas",
                "milenas", "gaea", "gaea-erm"]

@@ -11,7 +11,7 @@ import yaml
 from robustdarts.archparams import ArchParams
 from robustdarts.config import SearchConfig, build
 from robustdarts.errors import RobustDartsError
-from robustdarts.relax import arch_weights, detached
+from robustdarts.relax import arch_weights
 from robustdarts.runs import RunDir, load_tensors
 from robustdarts.search import architect
 from robustdarts.search.loop import Search

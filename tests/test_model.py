@@ -175,3 +175,17 @@ def test_unknown_names_are_user_errors():
         make_op("conv_9x9", 4, 1)
     with pytest.raises(RobustDartsError, match="cannot use"):
         EvalNetwork(genotype_from_pl(LHD_EXAMPLE), C=4, layers=3, macro="imagenet")
+
+
+@pytest.mark.parametrize("space", ["s2", "lhd", "nb201"])
+def test_darts_minus_aux_skip_adds_a_scaled_identity_on_every_edge(space):
+    torch.manual_seed(0)
+    sp = get_space(space)
+    net = Supernet(space, C=4, layers=1 if sp.kind == "nb201" else 3, aux_skip=True).eval()
+    plain = Supernet(space, C=4, layers=1 if sp.kind == "nb201" else 3).eval()
+    if sp.kind != "nb201":  # FactorizedReduce skips on the stride-2 edges of reduction cells
+        assert count_parameters(net) > count_parameters(plain)
+    arch = ArchParams(space)
+    x = torch.randn(2, 3, 8, 8)
+    w = detached(arch_weights(arch))
+    assert not torch.allclose(net(x, w, aux_skip_scale=1.0), net(x, w, aux_skip_scale=0.0))

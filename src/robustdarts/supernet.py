@@ -152,9 +152,9 @@ class LhdCell(_Cell):
 class Nb201Cell(_Cell):
     """NAS-Bench-201 search cell: node 0 is the input; node i sums mixed edges from all earlier nodes."""
 
-    def __init__(self, space, C):
+    def __init__(self, space, C, aux_skip=False):
         super().__init__()
-        self._build_edges(space, "normal", C, False, False)
+        self._build_edges(space, "normal", C, False, aux_skip)
 
     def forward(self, x, w, active, drop_prob=0.0, aux_scale=0.0):
         states, relus = [x], [None]
@@ -226,7 +226,7 @@ class Supernet(nn.Module):
                     self.cell_types.append("resblock")
                     C_curr *= 2
                 for _ in range(layers):
-                    cells.append(Nb201Cell(space, C_curr))
+                    cells.append(Nb201Cell(space, C_curr, aux_skip))
                     self.cell_types.append("normal")
             self.lastact = nn.Sequential(nn.BatchNorm2d(C_curr), nn.ReLU(inplace=False))
             head_in = C_curr

@@ -28,8 +28,8 @@ class DartsMinus(Method):
     derived genotype never see it: it lives in the supernet's forward only, and ``Search.evaluate`` passes no
     scale (the discrete architecture has no auxiliary skip).
 
-    Known gap: the NAS-Bench-201 supernet (``supernet.Nb201Cell``) builds no auxiliary skip, so on ``nb201`` this
-    preset currently runs as plain DARTS (the DARTS- paper does have NB201 results).
+    On ``nb201`` the auxiliary skip sits on every edge of the search cells as well (the DARTS- paper has NB201
+    results); the residual reduction blocks are fixed and get none.
     """
 
     name = "darts-minus"

@@ -24,6 +24,7 @@ import torch
 from robustdarts.config import SearchConfig, build
 from robustdarts.methods import get_method
 from robustdarts.search.loop import Search
+from robustdarts.supernet import count_op_calls
 
 
 def make_search(method: str, args) -> Search:
@@ -47,18 +48,6 @@ def set_alpha(searches: list[Search], args) -> None:
                        for c, b in searches[0].arch.betas.items()})
     for s in searches:
         s.arch.load_dict(values)
-
-
-def op_calls(search: Search, fn) -> int:
-    calls = [0]
-    hooks = [op.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
-             for cell in search.supernet.cells for edge in getattr(cell, "edges", []) for op in edge.ops]
-    try:
-        fn()
-    finally:
-        for h in hooks:
-            h.remove()
-    return calls[0]
 
 
 def timed(fn) -> float:
@@ -91,8 +80,8 @@ def main() -> None:
     x, y = next(dense.train_stream)
     xv, yv = next(dense.val_stream)
 
-    calls = {"darts": op_calls(dense, lambda: dense.weight_step(x, y)),
-             "sp-darts": op_calls(sparse, lambda: sparse.weight_step(x, y))}
+    calls = {"darts": count_op_calls(dense.supernet, lambda: dense.weight_step(x, y)),
+             "sp-darts": count_op_calls(sparse.supernet, lambda: sparse.weight_step(x, y))}
     weights = sparse.method.weight_weights(sparse, 0)
     active = sum(int((w != 0).sum()) for k, w in weights.items() if k in sparse.space.cell_types)
     total = sum(w.numel() for k, w in weights.items() if k in sparse.space.cell_types)

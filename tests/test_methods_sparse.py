@@ -19,6 +19,7 @@ from robustdarts.runs import RunDir
 from robustdarts.schedules import sparsity_preset
 from robustdarts.search.loop import Search
 from robustdarts.spaces import get_space
+from robustdarts.supernet import count_op_calls
 
 NEW_METHODS = ["sp-darts", "sp-darts-lhd", "sp-darts-s1s4", "sp-darts-nb201", "sp-darts-nb201-100", "small-temp-exp",
                "small-temp-cyclic", "small-temp-entropy", "ex-darts", "ss-darts", "ss-darts-nb201", "gdas", "drnas",
@@ -188,18 +189,6 @@ def test_lhd_derivation_weights_keep_the_node_joint_order():
 
 
 # ---- sparse weight steps skip ops ---------------------------------------------------------------------------------
-def _count_op_calls(search, fn) -> int:
-    calls = [0]
-    hooks = [op.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
-             for cell in search.supernet.cells for edge in getattr(cell, "edges", []) for op in edge.ops]
-    try:
-        fn()
-    finally:
-        for h in hooks:
-            h.remove()
-    return calls[0]
-
-
 def test_sparse_weight_steps_skip_zero_weight_ops():
     search = Search(tiny("sp-darts", space="darts", epochs=4), None, progress=False)
     with torch.no_grad():
@@ -214,10 +203,10 @@ def test_sparse_weight_steps_skip_zero_weight_ops():
     for cell_type, cell in zip(search.supernet.cell_types, search.supernet.cells):
         w = weights[cell_type]
         active += sum(int(w[e, slot] != 0) for e, edge in enumerate(cell.edges) for slot in edge.slots)
-    sparse_calls = _count_op_calls(search, lambda: search.weight_step(x, y))
+    sparse_calls = count_op_calls(search.supernet, lambda: search.weight_step(x, y))
     assert sparse_calls == active
     dense = Search(tiny("darts", space="darts"), None, progress=False)
-    dense_calls = _count_op_calls(dense, lambda: dense.weight_step(x, y))
+    dense_calls = count_op_calls(dense.supernet, lambda: dense.weight_step(x, y))
     assert dense_calls == 3 * 14 * 7  # every op but none, in each of the 3 cells
     assert sparse_calls <= 3 * 14  # about one op per edge
 
@@ -310,7 +299,7 @@ def test_gdas_weight_step_runs_only_the_sampled_ops():
     used = []
     sample = search.method.weight_weights
     search.method.weight_weights = lambda s, step: used.append(sample(s, step)) or used[-1]
-    calls = _count_op_calls(search, lambda: search.weight_step(x, y))
+    calls = count_op_calls(search.supernet, lambda: search.weight_step(x, y))
     (weights,) = used
     assert all(((w == 0) | (w == 1)).all() and (w.sum(-1) == 1).all() for w in weights.values())
     sampled_none = sum(int(weights[t][:, 0].sum()) for t in search.supernet.cell_types)  # 'none' has no module

@@ -11,7 +11,7 @@ from robustdarts.evalnet import EvalNetwork
 from robustdarts.genotype import Genotype, genotype_from_pl
 from robustdarts.relax import arch_weights, detached
 from robustdarts.spaces import SPACES, get_space, make_op
-from robustdarts.supernet import Supernet, count_parameters
+from robustdarts.supernet import Supernet, count_op_calls, count_parameters
 from robustdarts.zoo import get_genotype
 
 from conftest import LHD_EXAMPLE
@@ -81,39 +81,19 @@ def test_every_space_forward_backward_derive_roundtrip_and_build(space):
     out.sum().backward()
 
 
-def _count_calls(net):
-    calls = {"n": 0}
-
-    def hook(*_):
-        calls["n"] += 1
-
-    handles = []
-    for cell in net.cells:
-        for edge in getattr(cell, "edges", []):
-            for op in edge.ops:
-                handles.append(op.register_forward_hook(hook))
-    return calls, handles
-
-
 def test_zero_weight_ops_are_skipped_only_without_a_graph():
     torch.manual_seed(0)
     net, arch = Supernet("darts", C=4, layers=3, num_classes=10), ArchParams("darts")
     x = torch.randn(2, 3, 8, 8)
-    calls, _ = _count_calls(net)
     dense = detached(arch_weights(arch))
-    net(x, dense)
     # 3 cells x 14 edges x 7 computed ops (`none` never is)
-    assert calls["n"] == 3 * 14 * 7
-    calls["n"] = 0
+    assert count_op_calls(net, lambda: net(x, dense)) == 3 * 14 * 7
     one_hot = {c: torch.nn.functional.one_hot(w.argmax(-1), w.shape[-1]).float() for c, w in dense.items()}
-    net(x, one_hot)
     expected = sum(1 for c in net.cell_types for e in range(14) if one_hot[c][e].argmax() != 0)
-    assert calls["n"] == expected
+    assert count_op_calls(net, lambda: net(x, one_hot)) == expected
     # With a graph to the weights every op runs: a zero weight still has a gradient.
-    calls["n"] = 0
     graph = {c: w.clone().requires_grad_(True) for c, w in one_hot.items()}
-    net(x, graph).sum().backward()
-    assert calls["n"] == 3 * 14 * 7
+    assert count_op_calls(net, lambda: net(x, graph).sum().backward()) == 3 * 14 * 7
     assert graph["normal"].grad[:, 1:].abs().sum() > 0
 
 

@@ -14,7 +14,7 @@ Two things keep a step cheap on a memory-bound CPU (DESIGN.md):
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -283,3 +283,22 @@ class Supernet(nn.Module):
 def count_parameters(module: nn.Module, exclude: str = "auxiliary") -> int:
     """DARTS convention: parameters whose name does not contain ``exclude`` (the auxiliary head); buffers excluded."""
     return sum(p.numel() for n, p in module.named_parameters() if exclude not in n)
+
+
+def count_op_calls(supernet: nn.Module, fn: Callable[[], object]) -> int:
+    """How many candidate-op forwards ``fn()`` runs in ``supernet`` (forward hooks on every edge's ops, removed
+    afterwards): the measure of the zero-weight skip in tests and in ``benchmarks/sparse_step.py``."""
+    calls = 0
+
+    def hook(*_):
+        nonlocal calls
+        calls += 1
+
+    handles = [op.register_forward_hook(hook)
+               for cell in supernet.cells for edge in getattr(cell, "edges", []) for op in edge.ops]
+    try:
+        fn()
+    finally:
+        for h in handles:
+            h.remove()
+    return calls

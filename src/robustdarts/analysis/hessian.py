@@ -48,6 +48,9 @@ from ..errors import RobustDartsError
 from ..relax import mixing_weights
 
 EXACT_MAX_N = 512  # "auto" builds the full Hessian up to this many coordinates (n HVPs), Lanczos beyond
+# Batching more HVP directions per pass stops paying off once the tangents outgrow the caches: on the darts space
+# (C=4, 16x16, batch 16, CPU) chunks of 28-56 took 30-32 s, 15 took 46 s and 112 took 46 s (benchmarks/hessian.py).
+MAX_CHUNK = 64
 METHODS = ("auto", "exact", "lanczos", "power")
 BN_MODES = ("train", "eval")
 
@@ -85,7 +88,7 @@ def hessian_matrix(fn: ScalarFn, theta: torch.Tensor, *, chunk_size: int | None 
     return 0.5 * (rows + rows.T)  # float round-off makes forward-over-reverse rows very slightly asymmetric
 
 
-def estimate_chunk_size(fn: ScalarFn, theta: torch.Tensor, memory_budget: int = 2 << 30) -> int:
+def estimate_chunk_size(fn: ScalarFn, theta: torch.Tensor, memory_budget: int = 4 << 30) -> int:
     """How many HVP directions to batch so their tangents fit in ``memory_budget`` bytes.
 
     One direction of forward-over-reverse costs about twice the bytes a plain forward saves for backward
@@ -103,7 +106,7 @@ def estimate_chunk_size(fn: ScalarFn, theta: torch.Tensor, memory_budget: int = 
     with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t), torch.enable_grad():
         fn(theta.detach().requires_grad_())
     per_direction = max(2 * saved, 1)
-    return int(min(theta.numel(), max(1, memory_budget // per_direction)))
+    return int(min(theta.numel(), MAX_CHUNK, max(1, memory_budget // per_direction)))
 
 
 def _unit_start(n: int, generator: torch.Generator | None, device) -> torch.Tensor:
@@ -264,7 +267,7 @@ def validation_loss_fn(supernet: nn.Module, arch, batch: tuple[torch.Tensor, tor
 def arch_hessian(supernet: nn.Module, arch, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], *,
                  tau: float = 1.0, bn_mode: str = "train", arch_weight_decay: float = 1e-3, method: str = "auto",
                  relax: Relax | None = None, exact_max_n: int = EXACT_MAX_N, iters: int = 50, tol: float = 1e-6,
-                 chunk_size: int | None = None, memory_budget: int = 2 << 30, seed: int = 0) -> dict:
+                 chunk_size: int | None = None, memory_budget: int = 4 << 30, seed: int = 0) -> dict:
     """Dominant eigenvalue of H = ∇²_θ L_val(θ) + arch_weight_decay·I at the current architecture θ.
 
     ``arch`` is an ``ArchParams`` (or anything with ``space``, ``alphas`` and ``betas`` dicts); θ is its flat
@@ -272,7 +275,7 @@ def arch_hessian(supernet: nn.Module, arch, batches: Sequence[tuple[torch.Tensor
     cross-entropy of ``supernet(x, relax(space, α, β, tau))``; ``relax`` defaults to ``mixing_weights`` (softmax).
     The Hessian is linear in the loss, so it is accumulated batch by batch (memory of one batch at a time).
     The exact method batches ``chunk_size`` HVP directions per pass; None sizes the chunk to ``memory_budget``
-    bytes (``estimate_chunk_size``). ``seed`` fixes the draw of random ops (S4 ``noise``) and the Lanczos start.
+    bytes (``estimate_chunk_size``, at most ``MAX_CHUNK``). ``seed`` fixes the draw of random ops (S4 ``noise``) and the Lanczos start.
 
     Returns ``{"eigenvalue", "eigenvalues" (all of them, ascending, for the exact method; else None), "n",
     "method", "chunk_size", "seconds"}``.

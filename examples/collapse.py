@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from statistics import mean
 
 import torch
 
@@ -33,22 +35,25 @@ from robustdarts.search.loop import Search
 METHODS = ("darts", "rdarts-l2", "lambda-darts")
 
 
-def run_method(method: str, args) -> dict:
+def run_method(method: str, seed: int, args) -> dict:
+    torch.set_num_threads(args.threads)
     cfg = build(SearchConfig, dict(method=method, space=args.space, dataset="fashion-mnist", data_dir=args.data_dir,
                                    epochs=args.epochs, batch_size=args.batch, init_channels=args.channels,
                                    layers=args.layers, image_size=args.image_size, limit_images=args.limit_images,
-                                   seed=args.seed, hessian_every=args.hessian_every, leakage_every=0,
+                                   seed=seed, hessian_every=args.hessian_every, leakage_every=0,
                                    arch_order="first"),
                 base=dict(get_method(method).defaults))
-    run_dir = Path(args.runs) / method
+    run_dir = Path(args.runs) / f"seed{seed}" / method
+    # A finished or interrupted run is resumed (a finished one returns at once), so re-running the example only
+    # computes what is missing.
     search = Search.resume(run_dir, progress=False) if (run_dir / "checkpoint.pt").exists() else \
         Search(cfg, run_dir, progress=False)
-    start = time.perf_counter()
     search.run()
     records = search.run_dir.read_metrics()
     weights = search.method.derive_weights(search)
     return {
         "method": method,
+        "seed": seed,
         "weight_decay": cfg.weight_decay,
         "epochs": [r["epoch"] for r in records],
         "eigenvalue": {r["epoch"]: r["eigenvalue"] for r in records if "eigenvalue" in r},
@@ -60,27 +65,38 @@ def run_method(method: str, args) -> dict:
         # threshold of this.
         "skip_mass_normal": float(weights["normal"][:, search.space.ops["normal"][0].index("skip_connect")].mean()),
         "genotype": search.genotype.to_dict(),
-        "seconds": time.perf_counter() - start,
+        "seconds": records[-1]["wall_seconds"],
     }
 
 
 def plot(results: list[dict], path: Path, title: str) -> None:
+    """Thin lines: one per seed; thick lines: the mean over seeds of each method."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for r in results:
-        ev = sorted((int(e), v) for e, v in r["eigenvalue"].items())
-        axes[0].plot([e for e, _ in ev], [v for _, v in ev], marker="o", label=r["method"])
-        axes[1].plot(r["epochs"], r["skip_normal"], marker="s", label=r["method"])
-        axes[2].plot(r["epochs"], [100 * a for a in r["val_acc"]], label=r["method"])
+    methods = list(dict.fromkeys(r["method"] for r in results))
+    for i, method in enumerate(methods):
+        color = f"C{i}"
+        runs = [r for r in results if r["method"] == method]
+        for r in runs:
+            ev = sorted((int(e), v) for e, v in r["eigenvalue"].items())
+            axes[0].plot([e for e, _ in ev], [v for _, v in ev], color=color, alpha=0.3, lw=0.8)
+            axes[1].plot(r["epochs"], r["skip_normal"], color=color, alpha=0.3, lw=0.8)
+            axes[2].plot(r["epochs"], [100 * a for a in r["val_acc"]], color=color, alpha=0.3, lw=0.8)
+        epochs = sorted(set.intersection(*(set(int(e) for e in r["eigenvalue"]) for r in runs)))
+        axes[0].plot(epochs, [mean(r["eigenvalue"][e] for r in runs) for e in epochs], color=color, marker="o",
+                     lw=2, label=f"{method} ({len(runs)} seeds)")
+        n = min(len(r["epochs"]) for r in runs)
+        axes[1].plot(range(n), [mean(r["skip_normal"][e] for r in runs) for e in range(n)], color=color, lw=2)
+        axes[2].plot(range(n), [100 * mean(r["val_acc"][e] for r in runs) for e in range(n)], color=color, lw=2)
     axes[0].set(title="dominant eigenvalue of ∇²α L_val", xlabel="epoch")
     axes[1].set(title="skip connections in the normal cell (of 8)", xlabel="epoch", ylim=(-0.3, 8.3))
     axes[2].set(title="supernet validation accuracy (%)", xlabel="epoch")
     for ax in axes:
         ax.grid(alpha=0.3)
-    axes[0].legend()
+    axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -90,38 +106,38 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", default="s3")
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--channels", type=int, default=8)
-    p.add_argument("--layers", type=int, default=5)
+    p.add_argument("--channels", type=int, default=4)
+    p.add_argument("--layers", type=int, default=8)
     p.add_argument("--image-size", type=int, default=16)
-    p.add_argument("--limit-images", type=int, default=1280)
-    p.add_argument("--hessian-every", type=int, default=4)
-    p.add_argument("--seed", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest on a shared CPU)")
+    p.add_argument("--limit-images", type=int, default=2560)
+    p.add_argument("--hessian-every", type=int, default=5)
+    p.add_argument("--seeds", default="2,3,4", help="comma-separated; every method runs with every seed")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads per search (1 is fastest here)")
+    p.add_argument("--jobs", type=int, default=2, help="searches run in parallel, one process each")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--runs", default="runs/collapse")
     p.add_argument("--out", default="docs")
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
-
-    results = []
-    for method in args.methods.split(","):
-        t0 = time.perf_counter()
-        results.append(run_method(method, args))
-        r = results[-1]
+    jobs = [(m, int(seed)) for seed in args.seeds.split(",") for m in args.methods.split(",")]
+    # One search per process (spawned, one thread each): the searches are independent and a 2-core machine runs
+    # two at once. Results come back in the order of the jobs.
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
+        results = list(pool.map(run_method, *zip(*jobs), [args] * len(jobs)))
+    for r in results:
         evs = [round(v, 3) for _, v in sorted((int(e), v) for e, v in r["eigenvalue"].items())]
-        print(f"{method:14s} skip_normal {r['skip_normal']}  eigenvalues {evs}  "
-              f"val_acc {100 * r['val_acc'][-1]:.1f}%  {time.perf_counter() - t0:.0f}s", flush=True)
+        print(f"{r['method']:14s} seed {r['seed']}  skip_normal {r['skip_normal']}  eigenvalues {evs}  "
+              f"val_acc {100 * r['val_acc'][-1]:.1f}%  {r['seconds']:.0f}s", flush=True)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     setup = {k: getattr(args, k) for k in ("space", "epochs", "batch", "channels", "layers", "image_size",
-                                           "limit_images", "hessian_every", "seed")}
+                                           "limit_images", "hessian_every", "seeds")}
     setup.update(dataset="fashion-mnist", arch_order="first", torch=torch.__version__)
     (out / "collapse.json").write_text(json.dumps({"setup": setup, "results": results}, indent=1))
     title = (f"{args.space}, Fashion-MNIST {args.limit_images} images at {args.image_size}px, C={args.channels}, "
-             f"{args.layers} cells, {args.epochs} epochs, seed {args.seed}")
+             f"{args.layers} cells, {args.epochs} epochs, seeds {args.seeds}")
     plot(results, out / "collapse.png", title)
     print(f"wrote {out / 'collapse.json'} and {out / 'collapse.png'}")
 

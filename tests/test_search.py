@@ -109,6 +109,9 @@ def test_resume_gives_exactly_the_uninterrupted_result(tmp_path, order):
     a = [r["val_acc"] for r in RunDir(tmp_path / "full").read_metrics()]
     b = [r["val_acc"] for r in RunDir(tmp_path / "cut").read_metrics()]
     assert a == b and len(a) == 3
+    # Resuming a finished run does no work and still hands back the run's genotype.
+    again = Search.resume(tmp_path / "full", progress=False)
+    assert again.epoch == 3 and again.run() == full.genotype
 
 
 def test_run_directory_holds_every_artefact(tmp_path):

@@ -19,6 +19,7 @@ from ..config import SearchConfig
 from ..data import BatchStream, scaled_augment, dataset_info, eval_batches, load_dataset, search_split
 from ..discretize import derive
 from ..errors import RobustDartsError
+from ..genotype import Genotype
 from ..methods import get_method
 from ..runs import RunDir
 from ..schedules import cosine_lr
@@ -83,6 +84,9 @@ class Search:
         search.archive, _ = run.load_archive()
         search.archive = {e: a for e, a in search.archive.items() if e < search.epoch}
         run.truncate_metrics(search.epoch)
+        if search.epoch > 0 and run.genotype_path.exists():
+            # The genotype recorded with the checkpoint's epoch: what run() returns at once for a finished run.
+            search.genotype = Genotype.load(run.genotype_path)
         return search
 
     def state(self) -> dict:

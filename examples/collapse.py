@@ -44,7 +44,7 @@ def run_method(method: str, seed: int, args) -> dict:
                                    epochs=args.epochs, batch_size=args.batch, init_channels=args.channels,
                                    layers=args.layers, image_size=args.image_size, limit_images=args.limit_images,
                                    seed=seed, hessian_every=args.hessian_every, leakage_every=0,
-                                   arch_order="first"),
+                                   arch_order=args.arch_order),
                 base=dict(get_method(method).defaults))
     run_dir = Path(args.runs) / f"seed{seed}" / method
     # A finished or interrupted run is resumed (a finished one returns at once), so re-running the example only
@@ -119,6 +119,8 @@ def main() -> None:
     p.add_argument("--hessian-every", type=int, default=5)
     p.add_argument("--seeds", default="2,3,4", help="comma-separated; every method runs with every seed")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads per search (1 is fastest here)")
+    p.add_argument("--arch-order", default="first", choices=("first", "second"),
+                   help="arch gradient of every method (first: the regularizer is the only difference)")
     p.add_argument("--jobs", type=int, default=2, help="searches run in parallel, one process each")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--runs", default="runs/collapse")
@@ -138,7 +140,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     setup = {k: getattr(args, k) for k in ("space", "epochs", "batch", "channels", "layers", "image_size",
                                            "limit_images", "hessian_every", "seeds")}
-    setup.update(dataset="fashion-mnist", arch_order="first", torch=torch.__version__)
+    setup.update(dataset="fashion-mnist", arch_order=args.arch_order, torch=torch.__version__)
     (out / "collapse.json").write_text(json.dumps({"setup": setup, "results": results}, indent=1))
     title = (f"{args.space}, Fashion-MNIST {args.limit_images} images at {args.image_size}px, C={args.channels}, "
              f"{args.layers} cells, {args.epochs} epochs, seeds {args.seeds}")

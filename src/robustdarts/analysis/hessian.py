@@ -275,7 +275,8 @@ def arch_hessian(supernet: nn.Module, arch, batches: Sequence[tuple[torch.Tensor
     cross-entropy of ``supernet(x, relax(space, α, β, tau))``; ``relax`` defaults to ``mixing_weights`` (softmax).
     The Hessian is linear in the loss, so it is accumulated batch by batch (memory of one batch at a time).
     The exact method batches ``chunk_size`` HVP directions per pass; None sizes the chunk to ``memory_budget``
-    bytes (``estimate_chunk_size``, at most ``MAX_CHUNK``). ``seed`` fixes the draw of random ops (S4 ``noise``) and the Lanczos start.
+    bytes (``estimate_chunk_size``, at most ``MAX_CHUNK``). ``seed`` fixes the draw of random ops (S4 ``noise``)
+    and the Lanczos start.
 
     Returns ``{"eigenvalue", "eigenvalues" (all of them, ascending, for the exact method; else None), "n",
     "method", "chunk_size", "seconds"}``.

@@ -1,14 +1,17 @@
 """Dominant Hessian eigenvalue: checked against torch.autograd.functional.hessian (an independent, row-by-row
 double-backward computation) on tiny float64 supernets, and against closed forms on quadratics."""
 
+import copy
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from robustdarts.analysis.hessian import (arch_hessian, dominant_eigenvalue, flatten_arch, hessian_matrix,
-                                          lanczos_top_eigenvalue, power_top_eigenvalue, unflatten_arch)
+from robustdarts.analysis.hessian import (arch_hessian, complement_basis, dominant_eigenvalue, flatten_arch,
+                                          hessian_matrix, lanczos_top_eigenvalue, measurement_mode,
+                                          power_top_eigenvalue, shift_invariant, softmax_groups, unflatten_arch,
+                                          validation_loss_fn)
 from robustdarts.archparams import ArchParams
 from robustdarts.errors import RobustDartsError
 from robustdarts.relax import mixing_weights
@@ -42,8 +45,6 @@ def tiny(space: str, dtype=torch.float64, seed: int = 0):
 
 def autograd_hessian(net, arch, batch, train: bool, seed: int = 0) -> torch.Tensor:
     """H = ∇²(CE + ½·wd·‖θ‖²) by torch.autograd.functional.hessian, on a deep copy (its BN may update freely)."""
-    import copy
-
     net = copy.deepcopy(net).train(train)
     x, y = batch
 
@@ -66,6 +67,81 @@ def test_exact_matches_autograd_hessian(space):
     assert result["method"] == "exact"
     assert math.isclose(result["eigenvalue"], float(reference[-1]), rel_tol=1e-4)
     assert torch.allclose(result["eigenvalues"], reference, rtol=1e-4, atol=1e-8)
+
+
+def test_exact_probes_only_the_directions_a_softmax_can_see():
+    # Softmax is blind to adding a constant to one edge's row, so H·1_edge = 0: 84 − 28 = 56 HVPs rebuild all of
+    # H. The autograd reference computes every row, zeros included; all 84 eigenvalues must agree.
+    net, arch, batch = tiny("s3", seed=3)
+    result = arch_hessian(net, arch, [batch], method="exact", arch_weight_decay=WD, chunk_size=9)
+    assert result["reduced"] and result["hvps"] == 84 - 2 * 14
+    reference = torch.linalg.eigvalsh(autograd_hessian(net, arch, batch, train=True))
+    assert torch.allclose(result["eigenvalues"], reference, rtol=1e-4, atol=1e-8)
+    # The 28 null directions show up as eigenvalue wd (the ½·wd·‖θ‖² term) in both.
+    assert int(((reference - WD).abs() < 1e-9).sum()) >= 28
+
+
+def test_a_relaxation_that_is_not_a_softmax_gets_every_direction():
+    # Sigmoid gates (FairDARTS-like) depend on each logit itself: shifting a row changes the loss, so the
+    # reduction must not apply, and the full Hessian must still match autograd.
+    net, arch, batch = tiny("s2", seed=4)
+
+    def sigmoid_relax(space, alphas, betas=None, tau=1.0):
+        return {c: torch.sigmoid(a / tau) for c, a in alphas.items()}
+
+    result = arch_hessian(net, arch, [batch], method="exact", relax=sigmoid_relax, arch_weight_decay=0.0)
+    assert not result["reduced"] and result["hvps"] == arch.space.num_alpha
+
+    x, y = batch
+    frozen = copy.deepcopy(net).train()  # autograd on a copy in train mode (BN batch statistics), as measured
+
+    def loss(theta):
+        alphas, betas = unflatten_arch(theta, arch)
+        return F.cross_entropy(frozen(x, sigmoid_relax(arch.space, alphas)), y)
+
+    H = torch.autograd.functional.hessian(loss, flatten_arch(arch))
+    assert math.isclose(result["eigenvalue"], float(torch.linalg.eigvalsh(0.5 * (H + H.T))[-1]), rel_tol=1e-4)
+
+
+def test_softmax_groups_of_lhd_are_node_blocks_and_the_sum_betas():
+    net, arch, batch = tiny("lhd", dtype=torch.float32)
+    theta = flatten_arch(arch)
+    fn = validation_loss_fn(net, arch, batch)
+    groups = softmax_groups(arch)
+    space = arch.space
+    assert len(groups) == 2 * space.steps + 2  # one per node and cell type, plus each cell type's β_sum row
+    assert sorted(i for g in groups for i in g) == sorted(set(i for g in groups for i in g))  # disjoint
+    with measurement_mode(net, "train"):
+        assert shift_invariant(fn, theta, groups)
+        # Per-edge rows are the wrong grouping for a node-joint softmax; the β_cat row feeds sigmoids.
+        cols = arch.alphas["normal"].shape[1]
+        rows = [list(range(e * cols, (e + 1) * cols)) for e in range(2 * arch.alphas["normal"].shape[0])]
+        assert not shift_invariant(fn, theta, rows)
+        beta_cat = list(range(theta.numel() - space.steps, theta.numel()))
+        assert not shift_invariant(fn, theta, [beta_cat])
+
+
+def test_complement_basis_and_the_reduced_hessian_of_an_invariant_quadratic():
+    groups = [[0, 1, 2], [3, 4], [6, 7, 8, 9]]
+    Q = complement_basis(10, groups, dtype=torch.float64)
+    assert Q.shape == (10, 7)
+    assert torch.allclose(Q.T @ Q, torch.eye(7, dtype=torch.float64), atol=1e-12)
+    for g in groups:
+        ones = torch.zeros(10, dtype=torch.float64)
+        ones[g] = 1.0
+        assert torch.allclose(Q.T @ ones, torch.zeros(7, dtype=torch.float64), atol=1e-12)
+    # f(θ) = ½ (Pθ)ᵀ A (Pθ), P removing each group's mean: blind to the group shifts, so 7 HVPs give all of H.
+    P = torch.eye(10, dtype=torch.float64) - sum(
+        torch.outer(u, u) for u in (torch.zeros(10, dtype=torch.float64).index_fill(0, torch.tensor(g), 1.0)
+                                    / math.sqrt(len(g)) for g in groups))
+    A, _ = _quadratic([-2.0, -1.0, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0], seed=1)
+    fn = lambda theta: 0.5 * (P @ theta) @ A @ (P @ theta)  # noqa: E731
+    theta = torch.randn(10, dtype=torch.float64)
+    assert shift_invariant(fn, theta, groups)
+    assert not shift_invariant(lambda t: 0.5 * t @ A @ t, theta, groups)
+    full = hessian_matrix(fn, theta)
+    assert torch.allclose(full, P @ A @ P, atol=1e-12)
+    assert torch.allclose(hessian_matrix(fn, theta, basis=Q, chunk_size=3), full, atol=1e-12)
 
 
 def test_eval_mode_bn_matches_autograd_hessian():

@@ -8,6 +8,11 @@ Follows Zela et al., "Understanding and Robustifying DARTS" (ICLR 2020), code au
   Hessian-vector products run in one ``torch.func.vmap`` over the identity of a forward-over-reverse HVP
   (``jvp(grad(loss))``), so each conv runs once on a batch of n tangents instead of n times
   (``benchmarks/hessian.py`` measures the gain).
+- **Only the directions the loss can see.** A softmax relaxation is invariant to adding a constant to all logits
+  of one distribution (an edge's row; an LHD node's block; LHD's β_sum), so H·1_g = 0 for each such group g: the
+  Hessian lives in the complement of those indicator vectors. We run the HVPs on an orthonormal basis of that
+  complement only (196 of the darts space's 224 directions) and rebuild H = (HQ)Qᵀ, exact, after checking the
+  invariance on the relaxation at hand (a relaxation without it gets all n directions).
 - **Symmetric solver.** The reference calls ``numpy.linalg.eigvals`` and takes ``max`` of a complex array (a
   lexicographic comparison); we symmetrise H and call ``torch.linalg.eigvalsh``.
 - **Lanczos for large n.** Past ``EXACT_MAX_N`` coordinates (or on request) the largest *algebraic* eigenvalue comes
@@ -74,18 +79,42 @@ def make_hvp(fn: ScalarFn, theta: torch.Tensor) -> Hvp:
     return hvp
 
 
-def hessian_matrix(fn: ScalarFn, theta: torch.Tensor, *, chunk_size: int | None = None) -> torch.Tensor:
-    """The symmetrised Hessian of a scalar function of a flat vector: all n HVPs in one batched pass.
+def hessian_matrix(fn: ScalarFn, theta: torch.Tensor, *, chunk_size: int | None = None,
+                   basis: torch.Tensor | None = None) -> torch.Tensor:
+    """The symmetrised Hessian of a scalar function of a flat vector, from HVPs run in batched passes.
 
-    ``chunk_size`` bounds memory (tangent activations scale with the number of directions batched together);
-    None batches all n. Random ops inside ``fn`` see one draw shared by all directions (``randomness="same"``),
-    as the reference's single retained graph does; seed inside ``fn`` if chunks must agree too.
+    ``basis`` (n×m, orthonormal columns) says which directions to probe: the identity (the default, n HVPs) or a
+    basis of a subspace that contains H's range (``complement_basis``), in which case H = (HQ)Qᵀ exactly with m
+    HVPs. ``chunk_size`` bounds memory (tangent activations scale with the number of directions batched
+    together); None batches all m; chunks are balanced (196 directions at 64 run as 4×49, not 64+64+64+4).
+    Random ops inside ``fn`` see one draw shared by all directions (``randomness="same"``), as the reference's
+    single retained graph does; seed inside ``fn`` if chunks must agree too.
     """
     if theta.dim() != 1:
         raise ValueError(f"theta must be a flat vector, got shape {tuple(theta.shape)}")
-    eye = torch.eye(theta.numel(), dtype=theta.dtype, device=theta.device)
-    rows = vmap(make_hvp(fn, theta), chunk_size=chunk_size, randomness="same")(eye)
-    return 0.5 * (rows + rows.T)  # float round-off makes forward-over-reverse rows very slightly asymmetric
+    if basis is None:
+        basis = torch.eye(theta.numel(), dtype=theta.dtype, device=theta.device)
+    m = basis.shape[1]
+    if chunk_size is not None:
+        chunk_size = math.ceil(m / math.ceil(m / max(1, chunk_size)))
+    hq = vmap(make_hvp(fn, theta), chunk_size=chunk_size, randomness="same")(basis.T.contiguous())  # (m, n): (HQ)ᵀ
+    H = hq.T @ basis.T
+    return 0.5 * (H + H.T)  # float round-off makes forward-over-reverse rows very slightly asymmetric
+
+
+def complement_basis(n: int, groups: Sequence[Sequence[int]], *, dtype=torch.float32, device=None) -> torch.Tensor:
+    """An orthonormal basis (n × (n − len(groups))) of the vectors orthogonal to every group's indicator.
+
+    ``groups`` are disjoint index lists; the basis is the eigenvectors of the projector I − Σ_g u_g u_gᵀ with
+    eigenvalue 1 (u_g the normalized indicator of g), computed in float64.
+    """
+    P = torch.eye(n, dtype=torch.float64)
+    for g in groups:
+        u = torch.zeros(n, dtype=torch.float64)
+        u[list(g)] = 1.0 / math.sqrt(len(g))
+        P -= torch.outer(u, u)
+    values, vectors = torch.linalg.eigh(P)
+    return vectors[:, values > 0.5].to(dtype=dtype, device=device)
 
 
 def estimate_chunk_size(fn: ScalarFn, theta: torch.Tensor, memory_budget: int = 4 << 30) -> int:
@@ -240,6 +269,44 @@ def unflatten_arch(theta: torch.Tensor, arch) -> tuple[dict[str, torch.Tensor], 
     return out[0], out[1]
 
 
+def softmax_groups(arch) -> list[list[int]]:
+    """Index groups of the flat θ (``flatten_arch`` order) that a softmax relaxation normalizes together: each
+    edge's row of α (DARTS, NB201), each node's block of edges (LHD's node-joint softmax), and each LHD β_sum row.
+    The loss is invariant to adding one constant to all entries of a group (for the relaxations that are softmaxes
+    of those groups; ``shift_invariant`` checks that)."""
+    groups: list[list[int]] = []
+    offset = 0
+    space = arch.space
+    for p in arch.alphas.values():
+        rows, cols = p.shape
+        if space.kind == "lhd":
+            for node in range(space.steps):
+                r = space.node_edges(node)
+                groups.append(list(range(offset + r.start * cols, offset + r.stop * cols)))
+        else:
+            groups.extend(list(range(offset + e * cols, offset + (e + 1) * cols)) for e in range(rows))
+        offset += p.numel()
+    for p in arch.betas.values():  # (2, steps): row 0 is softmaxed over the nodes, row 1 goes through sigmoids
+        groups.append(list(range(offset, offset + p.shape[1])))
+        offset += p.numel()
+    return groups
+
+
+def shift_invariant(fn: ScalarFn, theta: torch.Tensor, groups: Sequence[Sequence[int]], seed: int = 0) -> bool:
+    """Whether ``fn`` is unchanged when each group of θ is shifted by its own random constant (of size ~1): two
+    forward passes. A softmax over each group passes (to float round-off); a relaxation that is not a function of
+    the differences within a group (sigmoids, Dirichlet concentrations) changes the loss by far more."""
+    if not groups:
+        return False
+    shift = torch.zeros_like(theta)
+    draws = torch.randn(len(groups), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    for g, c in zip(groups, draws.tolist()):
+        shift[list(g)] = 1.0 + c
+    with torch.no_grad():
+        base, moved = float(fn(theta)), float(fn(theta + shift))
+    return math.isfinite(base) and abs(moved - base) <= 1e-5 * max(1.0, abs(base))
+
+
 Relax = Callable[..., Mapping[str, torch.Tensor]]
 
 
@@ -255,9 +322,9 @@ def validation_loss_fn(supernet: nn.Module, arch, batch: tuple[torch.Tensor, tor
 
     def loss(theta: torch.Tensor) -> torch.Tensor:
         alphas, betas = unflatten_arch(theta, arch)
-        weights = relax(arch.space, alphas, betas, tau)
         with torch.random.fork_rng(devices=rng_devices):
-            torch.manual_seed(seed)  # same noise draw in every evaluation; caller's RNG untouched
+            torch.manual_seed(seed)  # same draws (relaxation noise, S4 noise) in every evaluation; caller's RNG untouched
+            weights = relax(arch.space, alphas, betas, tau)
             logits = functional_call(supernet, tensors, (x, weights))
         return F.cross_entropy(logits, y)
 
@@ -275,11 +342,13 @@ def arch_hessian(supernet: nn.Module, arch, batches: Sequence[tuple[torch.Tensor
     cross-entropy of ``supernet(x, relax(space, α, β, tau))``; ``relax`` defaults to ``mixing_weights`` (softmax).
     The Hessian is linear in the loss, so it is accumulated batch by batch (memory of one batch at a time).
     The exact method batches ``chunk_size`` HVP directions per pass; None sizes the chunk to ``memory_budget``
-    bytes (``estimate_chunk_size``, at most ``MAX_CHUNK``). ``seed`` fixes the draw of random ops (S4 ``noise``)
+    bytes (``estimate_chunk_size``, at most ``MAX_CHUNK``). When the loss is invariant to shifting each softmax
+    group (``softmax_groups``, checked by ``shift_invariant``) it probes only the complement of those shifts
+    (``reduced``: True in the result), n − #groups HVPs instead of n. ``seed`` fixes the draw of random ops (S4 ``noise``)
     and the Lanczos start.
 
     Returns ``{"eigenvalue", "eigenvalues" (all of them, ascending, for the exact method; else None), "n",
-    "method", "chunk_size", "seconds"}``.
+    "method", "chunk_size", "hvps" (directions probed by the exact method), "reduced", "seconds"}``.
     """
     if not batches:
         raise RobustDartsError("arch_hessian needs at least one validation batch; got an empty list.")
@@ -291,12 +360,16 @@ def arch_hessian(supernet: nn.Module, arch, batches: Sequence[tuple[torch.Tensor
     with measurement_mode(supernet, bn_mode):
         fns = [validation_loss_fn(supernet, arch, b, tau=tau, relax=relax, seed=seed + i)
                for i, b in enumerate(batches)]
-        eigenvalues = None
+        eigenvalues, basis, hvps = None, None, None
         if method == "exact":
             if chunk_size is None:
                 largest = max(range(len(batches)), key=lambda i: batches[i][0].shape[0])
                 chunk_size = estimate_chunk_size(fns[largest], theta, memory_budget)
-            H = sum(hessian_matrix(fn, theta, chunk_size=chunk_size) for fn in fns) / len(fns)
+            groups = softmax_groups(arch)
+            if shift_invariant(fns[0], theta, groups, seed):  # a property of the relaxation: one batch decides
+                basis = complement_basis(n, groups, dtype=theta.dtype, device=theta.device)
+            hvps = n if basis is None else basis.shape[1]
+            H = sum(hessian_matrix(fn, theta, chunk_size=chunk_size, basis=basis) for fn in fns) / len(fns)
             H = H + arch_weight_decay * torch.eye(n, dtype=H.dtype, device=H.device)
             eigenvalues = torch.linalg.eigvalsh(H).cpu()
             top = float(eigenvalues[-1])
@@ -309,4 +382,4 @@ def arch_hessian(supernet: nn.Module, arch, batches: Sequence[tuple[torch.Tensor
             solver = lanczos_top_eigenvalue if method == "lanczos" else power_top_eigenvalue
             top = solver(hvp, n, iters, generator, tol=tol, dtype=theta.dtype, device=theta.device)
     return {"eigenvalue": top, "eigenvalues": eigenvalues, "n": n, "method": method, "chunk_size": chunk_size,
-            "seconds": time.perf_counter() - start}
+            "hvps": hvps, "reduced": basis is not None, "seconds": time.perf_counter() - start}

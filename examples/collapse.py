@@ -134,6 +134,7 @@ def main() -> None:
     # two at once. Results come back in the order of the jobs.
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
         results = list(pool.map(run_method, *zip(*jobs), [args] * len(jobs)))
+    results.sort(key=lambda r: (r["seed"], METHODS.index(r["method"]) if r["method"] in METHODS else len(METHODS)))
     for r in results:
         evs = [round(v, 3) for _, v in sorted((int(e), v) for e, v in r["eigenvalue"].items())]
         print(f"{r['method']:14s} seed {r['seed']}  skip_normal {r['skip_normal']}  eigenvalues {evs}  "

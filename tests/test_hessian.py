@@ -141,7 +141,16 @@ def test_complement_basis_and_the_reduced_hessian_of_an_invariant_quadratic():
     assert not shift_invariant(lambda t: 0.5 * t @ A @ t, theta, groups)
     full = hessian_matrix(fn, theta)
     assert torch.allclose(full, P @ A @ P, atol=1e-12)
-    assert torch.allclose(hessian_matrix(fn, theta, basis=Q, chunk_size=3), full, atol=1e-12)
+    assert torch.allclose(hessian_matrix(fn, theta, bases=[Q], chunk_size=3), full, atol=1e-12)
+    # By blocks: the second block's directions see fn with the first block held constant; H[first, second] is
+    # the transpose of what the first block gave. Any order is exact.
+    blocks = [[6, 7, 8, 9, 5], [3, 0, 4, 1, 2]]
+    bases = [complement_basis(5, [[0, 1, 2, 3]], dtype=torch.float64),
+             complement_basis(5, [[1, 3, 4], [0, 2]], dtype=torch.float64)]
+    assert torch.allclose(hessian_matrix(fn, theta, blocks=blocks, bases=bases, chunk_size=2), full, atol=1e-12)
+    assert torch.allclose(hessian_matrix(fn, theta, blocks=blocks[::-1]), full, atol=1e-12)
+    with pytest.raises(ValueError, match="partition"):
+        hessian_matrix(fn, theta, blocks=[[0, 1], [1, 2]])
 
 
 def test_eval_mode_bn_matches_autograd_hessian():

@@ -13,6 +13,10 @@ Follows Zela et al., "Understanding and Robustifying DARTS" (ICLR 2020), code au
   Hessian lives in the complement of those indicator vectors. We run the HVPs on an orthonormal basis of that
   complement only (196 of the darts space's 224 directions) and rebuild H = (HQ)Qᵀ, exact, after checking the
   invariance on the relaxation at hand (a relaxation without it gets all n directions).
+- **By cell type, in the order the cells use them.** The reduce α's directions are differentiated through the loss
+  as a function of the reduce α alone (normal α held constant), which gives H[reduce, reduce]; H[normal, reduce]
+  is the transpose of what the normal directions gave. Those passes skip the cells before the first reduction
+  cell, forward tangents and backward alike (``hessian_matrix``'s ``blocks``).
 - **Symmetric solver.** The reference calls ``numpy.linalg.eigvals`` and takes ``max`` of a complex array (a
   lexicographic comparison); we symmetrise H and call ``torch.linalg.eigvalsh``.
 - **Lanczos for large n.** Past ``EXACT_MAX_N`` coordinates (or on request) the largest *algebraic* eigenvalue comes
@@ -80,25 +84,57 @@ def make_hvp(fn: ScalarFn, theta: torch.Tensor) -> Hvp:
 
 
 def hessian_matrix(fn: ScalarFn, theta: torch.Tensor, *, chunk_size: int | None = None,
-                   basis: torch.Tensor | None = None) -> torch.Tensor:
+                   blocks: Sequence[Sequence[int]] | None = None,
+                   bases: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
     """The symmetrised Hessian of a scalar function of a flat vector, from HVPs run in batched passes.
 
-    ``basis`` (n×m, orthonormal columns) says which directions to probe: the identity (the default, n HVPs) or a
-    basis of a subspace that contains H's range (``complement_basis``), in which case H = (HQ)Qᵀ exactly with m
-    HVPs. ``chunk_size`` bounds memory (tangent activations scale with the number of directions batched
-    together); None batches all m; chunks are balanced (196 directions at 64 run as 4×49, not 64+64+64+4).
-    Random ops inside ``fn`` see one draw shared by all directions (``randomness="same"``), as the reference's
-    single retained graph does; seed inside ``fn`` if chunks must agree too.
+    ``blocks`` partition the coordinates (default: one block of all n). Block i's directions are differentiated
+    through ``fn`` restricted to blocks i, i+1, … (earlier blocks held constant): that gives H[≥i, i], and
+    H[<i, i] is the transpose of what the earlier blocks gave. Exact in any order; cheap in the order in which
+    the network first uses the blocks, because a restricted pass neither carries tangents through nor
+    backpropagates into the layers before block i's first use (the cells ahead of the first reduction cell, for
+    the reduce α).
+
+    ``bases[i]`` (|block i| × m_i, orthonormal columns, or None for the identity) says which directions of block i
+    to probe: all, or a basis of a subspace containing H's range there (``complement_basis``), in which case
+    H[:, i] = (H Q)Qᵀ exactly with m_i HVPs. ``chunk_size`` bounds memory (tangent activations scale with the
+    number of directions batched together); None batches a block's directions all at once; chunks are balanced
+    (98 directions at 64 run as 2×49, not 64+34). Random ops inside ``fn`` see one draw shared by all directions
+    (``randomness="same"``), as the reference's single retained graph does; seed inside ``fn`` if chunks must
+    agree too.
     """
     if theta.dim() != 1:
         raise ValueError(f"theta must be a flat vector, got shape {tuple(theta.shape)}")
-    if basis is None:
-        basis = torch.eye(theta.numel(), dtype=theta.dtype, device=theta.device)
-    m = basis.shape[1]
-    if chunk_size is not None:
-        chunk_size = math.ceil(m / math.ceil(m / max(1, chunk_size)))
-    hq = vmap(make_hvp(fn, theta), chunk_size=chunk_size, randomness="same")(basis.T.contiguous())  # (m, n): (HQ)ᵀ
-    H = hq.T @ basis.T
+    n = theta.numel()
+    blocks = [list(range(n))] if blocks is None else [list(b) for b in blocks]
+    bases = [None] * len(blocks) if bases is None else list(bases)
+    if sorted(i for b in blocks for i in b) != list(range(n)) or len(bases) != len(blocks):
+        raise ValueError("blocks must partition range(n), with one basis (or None) per block")
+    H = theta.new_zeros(n, n)
+    for i, block in enumerate(blocks):
+        later = [j for b in blocks[i:] for j in b]  # block i first
+        earlier = [j for b in blocks[:i] for j in b]
+        order = torch.tensor(earlier + later, device=theta.device)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(n, device=theta.device)
+        fixed = theta[earlier]
+
+        def restricted(sub: torch.Tensor, fixed=fixed, inverse=inverse) -> torch.Tensor:
+            return fn(torch.cat([fixed, sub])[inverse])
+
+        Q = bases[i] if bases[i] is not None else torch.eye(len(block), dtype=theta.dtype, device=theta.device)
+        m = Q.shape[1]
+        if m == 0:
+            continue
+        directions = theta.new_zeros(m, len(later))
+        directions[:, :len(block)] = Q.T
+        chunk = None if chunk_size is None else math.ceil(m / math.ceil(m / max(1, chunk_size)))
+        hq = vmap(make_hvp(restricted, theta[later]), chunk_size=chunk, randomness="same")(directions)  # (HQ)ᵀ
+        cols = hq.T @ Q.T  # H[later, block]
+        rows_idx = torch.tensor(later, device=theta.device)
+        block_idx = torch.tensor(block, device=theta.device)
+        H[rows_idx[:, None], block_idx] = cols
+        H[block_idx[:, None], rows_idx] = cols.T
     return 0.5 * (H + H.T)  # float round-off makes forward-over-reverse rows very slightly asymmetric
 
 
@@ -269,6 +305,18 @@ def unflatten_arch(theta: torch.Tensor, arch) -> tuple[dict[str, torch.Tensor], 
     return out[0], out[1]
 
 
+def cell_type_blocks(arch, order: Sequence[str] | None = None) -> list[list[int]]:
+    """Indices of the flat θ that belong to each cell type (its α, then its β), in ``order`` (the order in which
+    the supernet's cells first use the types; default the space's order)."""
+    offset, owned = 0, {c: [] for c in arch.alphas}
+    for params in (arch.alphas, arch.betas):
+        for c, p in params.items():
+            owned[c].extend(range(offset, offset + p.numel()))
+            offset += p.numel()
+    order = [c for c in dict.fromkeys(order or ()) if c in owned]
+    return [owned[c] for c in order + [c for c in owned if c not in order]]
+
+
 def softmax_groups(arch) -> list[list[int]]:
     """Index groups of the flat θ (``flatten_arch`` order) that a softmax relaxation normalizes together: each
     edge's row of α (DARTS, NB201), each node's block of edges (LHD's node-joint softmax), and each LHD β_sum row.
@@ -360,16 +408,23 @@ def arch_hessian(supernet: nn.Module, arch, batches: Sequence[tuple[torch.Tensor
     with measurement_mode(supernet, bn_mode):
         fns = [validation_loss_fn(supernet, arch, b, tau=tau, relax=relax, seed=seed + i)
                for i, b in enumerate(batches)]
-        eigenvalues, basis, hvps = None, None, None
+        eigenvalues, reduced, hvps = None, False, None
         if method == "exact":
             if chunk_size is None:
                 largest = max(range(len(batches)), key=lambda i: batches[i][0].shape[0])
                 chunk_size = estimate_chunk_size(fns[largest], theta, memory_budget)
+            blocks = cell_type_blocks(arch, getattr(supernet, "cell_types", None))
             groups = softmax_groups(arch)
+            bases = [None] * len(blocks)
             if shift_invariant(fns[0], theta, groups, seed):  # a property of the relaxation: one batch decides
-                basis = complement_basis(n, groups, dtype=theta.dtype, device=theta.device)
-            hvps = n if basis is None else basis.shape[1]
-            H = sum(hessian_matrix(fn, theta, chunk_size=chunk_size, basis=basis) for fn in fns) / len(fns)
+                local = [{j: k for k, j in enumerate(block)} for block in blocks]
+                bases = [complement_basis(len(block), [[where[j] for j in g] for g in groups if g[0] in where],
+                                          dtype=theta.dtype, device=theta.device)
+                         for block, where in zip(blocks, local)]
+            reduced = bases[0] is not None
+            hvps = sum(len(b) if q is None else q.shape[1] for b, q in zip(blocks, bases))
+            H = sum(hessian_matrix(fn, theta, chunk_size=chunk_size, blocks=blocks, bases=bases)
+                    for fn in fns) / len(fns)
             H = H + arch_weight_decay * torch.eye(n, dtype=H.dtype, device=H.device)
             eigenvalues = torch.linalg.eigvalsh(H).cpu()
             top = float(eigenvalues[-1])
@@ -382,4 +437,4 @@ def arch_hessian(supernet: nn.Module, arch, batches: Sequence[tuple[torch.Tensor
             solver = lanczos_top_eigenvalue if method == "lanczos" else power_top_eigenvalue
             top = solver(hvp, n, iters, generator, tol=tol, dtype=theta.dtype, device=theta.device)
     return {"eigenvalue": top, "eigenvalues": eigenvalues, "n": n, "method": method, "chunk_size": chunk_size,
-            "hvps": hvps, "reduced": basis is not None, "seconds": time.perf_counter() - start}
+            "hvps": hvps, "reduced": reduced, "seconds": time.perf_counter() - start}

@@ -38,7 +38,8 @@ def reference_hessian(net, arch, batch, weight_decay: float, rows: int | None = 
     x, y = batch
     theta = flatten_arch(arch).requires_grad_()
     alphas, betas = unflatten_arch(theta, arch)
-    loss = F.cross_entropy(net(x, mixing_weights(arch.space, alphas, betas)), y) + 0.5 * weight_decay * theta.pow(2).sum()
+    logits = net(x, mixing_weights(arch.space, alphas, betas))
+    loss = F.cross_entropy(logits, y) + 0.5 * weight_decay * theta.pow(2).sum()
     (grad,) = torch.autograd.grad(loss, theta, create_graph=True)
     n = theta.numel()
     H = torch.zeros(n, n, dtype=theta.dtype)
@@ -80,8 +81,9 @@ def main() -> None:
           f"batch {args.batch}, {args.threads} threads, torch {torch.__version__}")
 
     # Warm-up outside the timings, each path on this very problem: the first batched pass pays one-time costs
-    # (the first exact call took 42 s here, the next ones 28 s: decompositions, kernels for new shapes) that a search, which
-    # measures every few epochs, pays once. The reference's rows all have one shape, so a few rows warm it up.
+    # (the first exact call took 42 s here, the next ones 28 s: decompositions, kernels for new shapes) that a
+    # search, which measures every few epochs, pays once. The reference's rows all have one shape, so a few rows
+    # warm it up.
     frozen = copy.deepcopy(net)
     for p in frozen.parameters():
         p.requires_grad_(False)
@@ -104,8 +106,8 @@ def main() -> None:
     rel = abs(ours["eigenvalue"] - ref_top) / abs(ref_top)
     lz_rel = abs(lanczos["eigenvalue"] - ref_top) / abs(ref_top)
     print(f"reference (n double-backward rows): {ref_wall:7.1f} s wall  {ref_cpu:7.1f} s CPU  λ_max = {ref_top:.6g}")
-    print(f"ours (batched fwd-over-rev, {ours['hvps']} HVPs, chunk {ours['chunk_size']}): {ours_wall:7.1f} s wall  {ours_cpu:7.1f} s CPU  "
-          f"λ_max = {ours['eigenvalue']:.6g}")
+    print(f"ours (batched fwd-over-rev, {ours['hvps']} HVPs, chunk {ours['chunk_size']}): {ours_wall:7.1f} s wall  "
+          f"{ours_cpu:7.1f} s CPU  λ_max = {ours['eigenvalue']:.6g}")
     print(f"ours, Lanczos (tol {args.lanczos_tol:g}, at most {args.lanczos_iters} HVPs): {lz_wall:7.1f} s wall  "
           f"{lz_cpu:7.1f} s CPU  λ_max = {lanczos['eigenvalue']:.6g}")
     print(f"speed-up, exact:   {ref_wall / ours_wall:.1f}x wall, {ref_cpu / ours_cpu:.1f}x CPU; "

@@ -9,10 +9,10 @@ is that under plain DARTS the eigenvalue rises and the normal cell fills with sk
 
 The supernet has the standard 8 cells (skip connections pay off with depth; at 5 cells the normal cell lost skips
 as the convolutions trained) at C = 4 on 16x16 images, batch 8 (160 arch steps per epoch: α needs thousands of
-steps to move, and at these sizes a step costs mostly per-op overhead). To fit a CPU budget all three use the first-order arch
-step (the R-DARTS presets default to second order; the regularizer under test is the only difference between the
-runs). Each method keeps its own knobs: R-DARTS(L2) weight decay 27e-4 (middle of the paper's grid), Λ-DARTS corr
-with λ = 0.125, ε₀ = 1e-4.
+steps to move, and at these sizes a step costs mostly per-op overhead). To fit a CPU budget all three use the
+first-order arch step (the R-DARTS presets default to second order; the regularizer under test is the only
+difference between the runs). Each method keeps its own knobs: R-DARTS(L2) weight decay 27e-4 (middle of the
+paper's grid), Λ-DARTS corr with λ = 0.125, ε₀ = 1e-4.
 
     python examples/collapse.py                # 3 methods x 2 seeds: about 2 h on 2 CPU cores
     python examples/collapse.py --methods darts --seeds 2   # the collapsing DARTS run alone: about 20 min

@@ -371,7 +371,8 @@ def validation_loss_fn(supernet: nn.Module, arch, batch: tuple[torch.Tensor, tor
     def loss(theta: torch.Tensor) -> torch.Tensor:
         alphas, betas = unflatten_arch(theta, arch)
         with torch.random.fork_rng(devices=rng_devices):
-            torch.manual_seed(seed)  # same draws (relaxation noise, S4 noise) in every evaluation; caller's RNG untouched
+            # Same draws (relaxation noise, S4 noise) in every evaluation; the caller's RNG is untouched.
+            torch.manual_seed(seed)
             weights = relax(arch.space, alphas, betas, tau)
             logits = functional_call(supernet, tensors, (x, weights))
         return F.cross_entropy(logits, y)
@@ -392,8 +393,8 @@ def arch_hessian(supernet: nn.Module, arch, batches: Sequence[tuple[torch.Tensor
     The exact method batches ``chunk_size`` HVP directions per pass; None sizes the chunk to ``memory_budget``
     bytes (``estimate_chunk_size``, at most ``MAX_CHUNK``). When the loss is invariant to shifting each softmax
     group (``softmax_groups``, checked by ``shift_invariant``) it probes only the complement of those shifts
-    (``reduced``: True in the result), n − #groups HVPs instead of n. ``seed`` fixes the draw of random ops (S4 ``noise``)
-    and the Lanczos start.
+    (``reduced``: True in the result), n − #groups HVPs instead of n. ``seed`` fixes the draw of random ops (S4
+    ``noise``) and the Lanczos start.
 
     Returns ``{"eigenvalue", "eigenvalues" (all of them, ascending, for the exact method; else None), "n",
     "method", "chunk_size", "hvps" (directions probed by the exact method), "reduced", "seconds"}``.

@@ -42,13 +42,15 @@ METHODS = ("darts", "rdarts-l2", "lambda-darts")
 
 def run_method(method: str, seed: int, args) -> dict:
     torch.set_num_threads(args.threads)
+    defaults = dict(get_method(method).defaults)
+    if method == "rdarts-l2" and args.l2_weight_decay is not None:
+        defaults["weight_decay"] = args.l2_weight_decay
     cfg = build(SearchConfig, dict(method=method, space=args.space, dataset="fashion-mnist", data_dir=args.data_dir,
                                    epochs=args.epochs, batch_size=args.batch, init_channels=args.channels,
                                    layers=args.layers, image_size=args.image_size, limit_images=args.limit_images,
                                    seed=seed, hessian_every=args.hessian_every, leakage_every=0,
                                    arch_order=args.arch_order),
-                base={**get_method(method).defaults,
-                      **({"weight_decay": args.l2_weight_decay} if method == "rdarts-l2" and args.l2_weight_decay else {})})
+                base=defaults)
     run_dir = Path(args.runs) / f"seed{seed}" / method
     # A finished or interrupted run is resumed (a finished one returns at once), so re-running the example only
     # computes what is missing.

@@ -56,6 +56,8 @@ def run_method(method: str, seed: int, args) -> dict:
     # computes what is missing.
     search = Search.resume(run_dir, progress=False) if (run_dir / "checkpoint.pt").exists() else \
         Search(cfg, run_dir, progress=False)
+    if search.cfg != cfg:  # e.g. another --batch or --l2-weight-decay into the same --runs: never mix results
+        raise SystemExit(f"{run_dir} holds a run with other settings than these; pass another --runs or remove it.")
     search.run()
     records = search.run_dir.read_metrics()
     weights = search.method.derive_weights(search)

@@ -11,14 +11,18 @@ The supernet has the standard 8 cells (skip connections pay off with depth; at 5
 as the convolutions trained) at C = 4 on 16x16 images, batch 8 (160 arch steps per epoch: α needs thousands of
 steps to move, and at these sizes a step costs mostly per-op overhead). To fit a CPU budget all three use the
 first-order arch step (the R-DARTS presets default to second order; the regularizer under test is the only
-difference between the runs). Each method keeps its own knobs: R-DARTS(L2) weight decay 27e-4 (middle of the
-paper's grid), Λ-DARTS corr with λ = 0.125, ε₀ = 1e-4.
+difference between the runs). Λ-DARTS keeps its own knobs (corr, λ = 0.125, ε₀ = 1e-4; ``--lambda-option``
+changes them). R-DARTS(L2) is what RobustDARTS defines it to be: DARTS searched over a weight-decay grid
+(``--l2-grid``, default 9e-4, 27e-4, 81e-4; DARTS' own run is the 3e-4 point), returning per seed the search
+with the best validation accuracy at its end (the one-shot validation error RobustDARTS logs; ranking the grid by
+training every candidate from scratch is the expensive alternative). Every grid run stays in the JSON.
 
-    python examples/collapse.py                # 3 methods x 2 seeds: about 2 h on 2 CPU cores
+    python examples/collapse.py                # 5 searches x 2 seeds: about 3 h on 2 CPU cores
     python examples/collapse.py --methods darts --seeds 2   # the collapsing DARTS run alone: about 20 min
     python examples/collapse.py --epochs 2 --limit-images 512 --seeds 0 --runs /tmp/smoke --out /tmp/smoke  # smoke
 
-Run directories go to ``--runs``/seed<N>/<method> and are resumed (or reused when finished) by a second call.
+Run directories go to ``--runs``/seed<N>/<method>[-wd<value>][-<option>=<value>] and are resumed (or reused when
+finished) by a second call.
 Writes ``collapse.json`` and ``collapse.png`` to ``--out`` (default docs/); docs/collapse.md discusses them.
 """
 
@@ -40,23 +44,30 @@ from robustdarts.search.loop import Search
 METHODS = ("darts", "rdarts-l2", "lambda-darts")
 
 
-def run_method(method: str, seed: int, args) -> dict:
+def run_dir_name(method: str, weight_decay: float | None, options: dict) -> str:
+    """One directory per distinct search: R-DARTS(L2) per grid value, Λ-DARTS per option set."""
+    name = method if weight_decay is None else f"{method}-wd{weight_decay:g}"
+    return name + "".join(f"-{k}={v:g}" if isinstance(v, float) else f"-{k}={v}" for k, v in sorted(options.items()))
+
+
+def run_method(method: str, seed: int, weight_decay: float | None, args) -> dict:
     torch.set_num_threads(args.threads)
     defaults = dict(get_method(method).defaults)
-    if method == "rdarts-l2" and args.l2_weight_decay is not None:
-        defaults["weight_decay"] = args.l2_weight_decay
+    if weight_decay is not None:
+        defaults["weight_decay"] = weight_decay
+    options = dict(args.lambda_options) if method == "lambda-darts" else {}
     cfg = build(SearchConfig, dict(method=method, space=args.space, dataset="fashion-mnist", data_dir=args.data_dir,
                                    epochs=args.epochs, batch_size=args.batch, init_channels=args.channels,
                                    layers=args.layers, image_size=args.image_size, limit_images=args.limit_images,
                                    seed=seed, hessian_every=args.hessian_every, leakage_every=0,
-                                   arch_order=args.arch_order),
+                                   arch_order=args.arch_order, method_options=options),
                 base=defaults)
-    run_dir = Path(args.runs) / f"seed{seed}" / method
+    run_dir = Path(args.runs) / f"seed{seed}" / run_dir_name(method, weight_decay, options)
     # A finished or interrupted run is resumed (a finished one returns at once), so re-running the example only
     # computes what is missing.
     search = Search.resume(run_dir, progress=False) if (run_dir / "checkpoint.pt").exists() else \
         Search(cfg, run_dir, progress=False)
-    if search.cfg != cfg:  # e.g. another --batch or --l2-weight-decay into the same --runs: never mix results
+    if search.cfg != cfg:  # e.g. another --batch into the same --runs: never mix results
         raise SystemExit(f"{run_dir} holds a run with other settings than these; pass another --runs or remove it.")
     search.run()
     records = search.run_dir.read_metrics()
@@ -65,6 +76,7 @@ def run_method(method: str, seed: int, args) -> dict:
         "method": method,
         "seed": seed,
         "weight_decay": cfg.weight_decay,
+        "options": options,
         "epochs": [r["epoch"] for r in records],
         "eigenvalue": {r["epoch"]: r["eigenvalue"] for r in records if "eigenvalue" in r},
         "skip_normal": [r["skip_normal"] for r in records],
@@ -74,9 +86,41 @@ def run_method(method: str, seed: int, args) -> dict:
         # Mean softmax mass of skip_connect over the normal cell's edges: the genotype's skip count is a
         # threshold of this.
         "skip_mass_normal": float(weights["normal"][:, search.space.ops["normal"][0].index("skip_connect")].mean()),
+        # Norm of every searched op's weights: with BN (no affine) after each conv, weight decay shrinks these
+        # without changing what the op computes, and raises the op's effective step size (∝ 1/‖w‖²).
+        "op_weight_norm": float(torch.sqrt(sum(p.detach().pow(2).sum() for n, p in search.supernet.named_parameters()
+                                               if ".ops." in n))),
         "genotype": search.genotype.to_dict(),
         "seconds": records[-1]["wall_seconds"],
     }
+
+
+def select_l2(results: list[dict]) -> list[dict]:
+    """R-DARTS(L2) as RobustDARTS defines it: per seed, of the searches over the weight-decay grid (DARTS' own
+    3e-4 run included where it ran), the one with the best validation accuracy at the end of the search. The
+    selected run is returned as method ``rdarts-l2`` with its ``weight_decay``; the others stay in the JSON."""
+    selected = []
+    for seed in sorted({r["seed"] for r in results}):
+        grid = [r for r in results if r["seed"] == seed and r["method"] == "rdarts-l2"]
+        if not grid:
+            continue
+        grid += [r for r in results if r["seed"] == seed and r["method"] == "darts"]
+        best = max(grid, key=lambda r: r["val_acc"][-1])
+        selected.append({**best, "method": "rdarts-l2", "grid": {f"{r['weight_decay']:g}": {
+            "val_acc": r["val_acc"][-1], "skip_normal": r["skip_normal"][-1],
+            "eigenvalue": r["eigenvalue"][max(r["eigenvalue"])]} for r in grid}})
+    return selected
+
+
+def _option(text: str) -> tuple[str, object]:
+    """KEY=VALUE with VALUE read as a number where it is one (``lambda=0.25``), else kept as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE; write e.g. lambda=0.25")
+    try:
+        return key, float(value)
+    except ValueError:
+        return key, value
 
 
 def plot(results: list[dict], path: Path, title: str) -> None:
@@ -98,7 +142,8 @@ def plot(results: list[dict], path: Path, title: str) -> None:
             axes[2].plot(r["epochs"], [100 * a for a in r["val_acc"]], color=color, alpha=0.3, lw=0.8)
         epochs = sorted(set.intersection(*(set(int(e) for e in r["eigenvalue"]) for r in runs)))
         axes[0].plot(epochs, [mean(r["eigenvalue"][e] for r in runs) for e in epochs], color=color, marker="o",
-                     lw=2, label=f"{method} ({len(runs)} seeds)")
+                     lw=2, label=f"{method}{' (best of its grid)' if method == 'rdarts-l2' else ''} "
+                                f"({len(runs)} seeds)")
         n = min(len(r["epochs"]) for r in runs)
         axes[1].plot(range(n), [mean(r["skip_normal"][e] for r in runs) for e in range(n)], color=color, lw=2)
         axes[2].plot(range(n), [100 * mean(r["val_acc"][e] for r in runs) for e in range(n)], color=color, lw=2)
@@ -129,35 +174,51 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads per search (1 is fastest here)")
     p.add_argument("--arch-order", default="first", choices=("first", "second"),
                    help="arch gradient of every method (first: the regularizer is the only difference)")
-    p.add_argument("--l2-weight-decay", type=float, default=None,
-                   help="R-DARTS(L2)'s weight decay (default: the preset's 27e-4; RobustDARTS' grid is 3e-4·3^k)")
+    p.add_argument("--l2-grid", default="9e-4,27e-4,81e-4",
+                   help="R-DARTS(L2)'s weight decays, comma-separated; the best by final validation accuracy, "
+                        "DARTS' 3e-4 run included, is its result (RobustDARTS' grid is 3e-4·3^k)")
+    p.add_argument("--lambda-option", dest="lambda_options", type=_option, action="append", default=[],
+                   metavar="KEY=VALUE", help="a Λ-DARTS option, repeatable (e.g. reg=signcorr, lambda=0.25, "
+                                             "epsilon_0=1e-3: the values of its shipped S4/SVHN script)")
     p.add_argument("--jobs", type=int, default=2, help="searches run in parallel, one process each")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--runs", default="runs/collapse")
     p.add_argument("--out", default="docs")
     args = p.parse_args()
-    jobs = [(m, int(seed)) for seed in args.seeds.split(",") for m in args.methods.split(",")]
+    grid = [float(v) for v in args.l2_grid.split(",")]
+    jobs = [(m, int(seed), wd) for seed in args.seeds.split(",") for m in args.methods.split(",")
+            for wd in (grid if m == "rdarts-l2" else [None])]
     # Longest first (Λ-DARTS runs three forward passes per arch step), so the last job to start is a short one.
     jobs.sort(key=lambda job: job[0] != "lambda-darts")
     # One search per process (spawned, one thread each): the searches are independent and a 2-core machine runs
     # two at once. Results come back in the order of the jobs.
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
         results = list(pool.map(run_method, *zip(*jobs), [args] * len(jobs)))
-    results.sort(key=lambda r: (r["seed"], METHODS.index(r["method"]) if r["method"] in METHODS else len(METHODS)))
+    results.sort(key=lambda r: (r["seed"], METHODS.index(r["method"]) if r["method"] in METHODS else len(METHODS),
+                                r["weight_decay"]))
     for r in results:
         evs = [round(v, 3) for _, v in sorted((int(e), v) for e, v in r["eigenvalue"].items())]
-        print(f"{r['method']:14s} seed {r['seed']}  skip_normal {r['skip_normal']}  eigenvalues {evs}  "
-              f"val_acc {100 * r['val_acc'][-1]:.1f}%  {r['seconds']:.0f}s", flush=True)
+        print(f"{r['method']:14s} seed {r['seed']} wd {r['weight_decay']:g}  skip_normal {r['skip_normal']}  "
+              f"eigenvalues {evs}  val_acc {100 * r['val_acc'][-1]:.1f}%  {r['seconds']:.0f}s", flush=True)
+    # The comparison: DARTS, R-DARTS(L2) selected from its grid, Λ-DARTS.
+    compared = [r for r in results if r["method"] != "rdarts-l2"] + select_l2(results)
+    compared.sort(key=lambda r: (r["seed"], METHODS.index(r["method"]) if r["method"] in METHODS else len(METHODS)))
+    for r in compared:
+        if r["method"] == "rdarts-l2":
+            print(f"R-DARTS(L2) seed {r['seed']} selects wd {r['weight_decay']:g} "
+                  f"(val_acc {100 * r['val_acc'][-1]:.1f}%): {r['skip_normal'][-1]} skips", flush=True)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     setup = {k: getattr(args, k) for k in ("space", "epochs", "batch", "channels", "layers", "image_size",
-                                           "limit_images", "hessian_every", "seeds")}
-    setup.update(dataset="fashion-mnist", arch_order=args.arch_order, torch=torch.__version__)
-    (out / "collapse.json").write_text(json.dumps({"setup": setup, "results": results}, indent=1))
+                                           "limit_images", "hessian_every", "seeds", "l2_grid")}
+    setup.update(dataset="fashion-mnist", arch_order=args.arch_order, lambda_options=dict(args.lambda_options),
+                 torch=torch.__version__)
+    (out / "collapse.json").write_text(json.dumps({"setup": setup, "compared": compared, "results": results},
+                                                  indent=1))
     title = (f"{args.space}, Fashion-MNIST {args.limit_images} images at {args.image_size}px, C={args.channels}, "
              f"{args.layers} cells, {args.epochs} epochs, seeds {args.seeds}")
-    plot(results, out / "collapse.png", title)
+    plot(compared, out / "collapse.png", title)
     print(f"wrote {out / 'collapse.json'} and {out / 'collapse.png'}")
 
 

@@ -1,0 +1,52 @@
+"""examples/collapse.py's bookkeeping: R-DARTS(L2) selected from its grid, run directories, option parsing."""
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[1] / "examples" / "collapse.py"
+_spec = importlib.util.spec_from_file_location("collapse_example", _PATH)
+collapse = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(collapse)
+
+
+def _run(method, seed, wd, val_acc, skips):
+    return {"method": method, "seed": seed, "weight_decay": wd, "val_acc": [0.1, val_acc],
+            "skip_normal": [0, skips], "eigenvalue": {0: 0.1, 29: 1.0 + wd}}
+
+
+def test_rdarts_l2_is_the_grid_point_with_the_best_final_val_acc_darts_included():
+    results = [_run("darts", 2, 3e-4, 0.811, 7), _run("rdarts-l2", 2, 9e-4, 0.823, 5),
+               _run("rdarts-l2", 2, 27e-4, 0.796, 8), _run("lambda-darts", 2, 3e-4, 0.90, 1),  # not in the grid
+               _run("darts", 3, 3e-4, 0.85, 2), _run("rdarts-l2", 3, 9e-4, 0.80, 6)]
+    selected = {r["seed"]: r for r in collapse.select_l2(results)}
+    assert selected[2]["weight_decay"] == 9e-4 and selected[2]["skip_normal"][-1] == 5
+    assert selected[2]["method"] == "rdarts-l2"
+    assert set(selected[2]["grid"]) == {"0.0003", "0.0009", "0.0027"}
+    assert selected[2]["grid"]["0.0027"] == {"val_acc": 0.796, "skip_normal": 8, "eigenvalue": 1.0 + 27e-4}
+    # DARTS' own 3e-4 run wins seed 3: R-DARTS(L2) is then DARTS' architecture, reported as such.
+    assert selected[3]["weight_decay"] == 3e-4 and selected[3]["skip_normal"][-1] == 2
+
+
+def test_no_grid_run_no_selection():
+    assert collapse.select_l2([_run("darts", 2, 3e-4, 0.8, 7)]) == []
+
+
+def test_run_directories_are_distinct_per_search():
+    names = {collapse.run_dir_name("darts", None, {}), collapse.run_dir_name("rdarts-l2", 9e-4, {}),
+             collapse.run_dir_name("rdarts-l2", 27e-4, {}), collapse.run_dir_name("lambda-darts", None, {}),
+             collapse.run_dir_name("lambda-darts", None, {"reg": "signcorr"}),
+             collapse.run_dir_name("lambda-darts", None, {"lambda": 0.25, "epsilon_0": 1e-3})}
+    assert len(names) == 6
+    assert collapse.run_dir_name("rdarts-l2", 27e-4, {}) == "rdarts-l2-wd0.0027"
+    assert collapse.run_dir_name("lambda-darts", None, {"lambda": 0.25, "epsilon_0": 1e-3}) == \
+        "lambda-darts-epsilon_0=0.001-lambda=0.25"
+
+
+def test_option_parsing():
+    assert collapse._option("lambda=0.25") == ("lambda", 0.25)
+    assert collapse._option("reg=signcorr") == ("reg", "signcorr")
+    with pytest.raises(argparse.ArgumentTypeError, match="KEY=VALUE"):
+        collapse._option("lambda")

@@ -121,3 +121,24 @@ def test_end_to_end_search_derive_train_on_fashion_mnist(tmp_path):
     assert t.returncode == 0, t.stderr[-2000:]
     result = json.loads(t.stdout.strip().splitlines()[-1])
     assert result["final_test_acc"] > 0.5 and result["params"] > 0
+
+
+def test_search_config_file_fields_win_over_unset_flags_and_leave_preset_defaults(tmp_path):
+    """A YAML file sets only its own fields: a flag left out does not overwrite them (space/method used to fall
+    back to the flag defaults), and a field the file omits keeps the method preset's value."""
+    from robustdarts.cli import search_config
+
+    path = tmp_path / "cfg.yaml"
+    path.write_text("space: s3\nmethod: rdarts-l2\nepochs: 7\nseed: 4\n")
+    cfg = search_config(path, None)
+    assert (cfg.space, cfg.method, cfg.epochs, cfg.seed) == ("s3", "rdarts-l2", 7, 4)
+    assert cfg.weight_decay == 27e-4 and cfg.arch_order == "second"  # R-DARTS(L2)'s preset, not the dataclass's
+    assert cfg.dataset == "fashion-mnist"
+    # Flags given win over the file; --set wins over both.
+    cfg = search_config(path, ["weight_decay=9e-4"], space="s2", epochs=None)
+    assert (cfg.space, cfg.epochs, cfg.weight_decay) == ("s2", 7, 9e-4)
+    # A run's own config.yaml (every field) reproduces that run's config.
+    from robustdarts.config import to_yaml
+    full = tmp_path / "full.yaml"
+    full.write_text(to_yaml(search_config(path, ["lr=0.2"])))
+    assert search_config(full, None) == search_config(path, ["lr=0.2"])

@@ -67,11 +67,26 @@ def _load_genotype(spec: str, condition: str):
                            f"nor an existing file or run directory.")
 
 
+def search_config(config: Optional[Path], sets: Optional[List[str]], **flags):
+    """The search config of a command line, later sources winning: SearchConfig's defaults, the method's paper
+    settings, the preset's sizes, the YAML file's fields, the flags given, then ``--set``. Only what the file
+    and the flags actually set counts (a flag left out does not overwrite the file's value)."""
+    from .config import SearchConfig, build, read_fields
+    from .methods import get_method
+
+    overrides = read_fields(SearchConfig, config) if config else {}
+    overrides.update({k: v for k, v in flags.items() if v is not None})
+    overrides.update(_parse_sets(sets))
+    overrides.setdefault("dataset", "fashion-mnist")  # the CLI's default: the dataset this machine has
+    base = dict(get_method(overrides.get("method", "darts")).defaults)
+    return build(SearchConfig, overrides, "search", base=base)
+
+
 @app.command()
 def search(
-    space: str = typer.Option("darts", help="search space (robustdarts spaces)"),
-    method: str = typer.Option("darts", help="method preset (robustdarts methods)"),
-    dataset: str = typer.Option("fashion-mnist", help="fashion-mnist, cifar10, cifar100, svhn, synthetic"),
+    space: Optional[str] = typer.Option(None, help="search space (robustdarts spaces) [default: darts]"),
+    method: Optional[str] = typer.Option(None, help="method preset (robustdarts methods) [default: darts]"),
+    dataset: Optional[str] = typer.Option(None, help="fashion-mnist (default), cifar10, cifar100, svhn, synthetic"),
     preset: Optional[str] = typer.Option(None, help="sizes only: tiny, small, paper"),
     out: Optional[Path] = typer.Option(None, help="run directory (default runs/search-<space>-<method>-<seed>)"),
     resume: Optional[Path] = typer.Option(None, help="continue the run in this directory"),
@@ -89,24 +104,15 @@ def search(
     progress: bool = typer.Option(True, help="live progress bars"),
 ):
     """Search an architecture; writes config, metrics, α archive, genotype and checkpoints to the run directory."""
-    from dataclasses import asdict
-
-    from .config import SearchConfig, build, load_yaml
-    from .methods import get_method
     from .search.loop import Search
 
     show = progress and not as_json
     if resume is not None:
         run = Search.resume(resume, console=err_console if as_json else console, progress=show)
     else:
-        overrides = asdict(load_yaml(SearchConfig, config)) if config else {}
-        overrides.update({k: v for k, v in dict(space=space, method=method, dataset=dataset, preset=preset, seed=seed,
-                                                 epochs=epochs, batch_size=batch_size, init_channels=channels,
-                                                 layers=layers, data_dir=data_dir, device=device).items()
-                          if v is not None})
-        overrides.update(_parse_sets(set_))
-        base = dict(get_method(overrides.get("method", "darts")).defaults)
-        cfg = build(SearchConfig, overrides, "search", base=base)
+        cfg = search_config(config, set_, space=space, method=method, dataset=dataset, preset=preset, seed=seed,
+                            epochs=epochs, batch_size=batch_size, init_channels=channels, layers=layers,
+                            data_dir=data_dir, device=device)
         out = out or Path("runs") / f"search-{cfg.space}-{cfg.method}-{cfg.dataset}-s{cfg.seed}"
         run = Search(cfg, out, console=err_console if as_json else console, progress=show)
     genotype = run.run()

@@ -163,7 +163,9 @@ def to_yaml(cfg) -> str:
     return yaml.safe_dump(asdict(cfg), sort_keys=False)
 
 
-def load_yaml(cls, path: str | Path):
+def read_fields(cls, path: str | Path) -> dict[str, Any]:
+    """The fields a YAML file sets, checked against ``cls`` (only those: a field the file leaves out stays unset,
+    so a method preset's or a preset's value is not overwritten by the dataclass default)."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
@@ -177,4 +179,8 @@ def load_yaml(cls, path: str | Path):
     bad = sorted(set(data) - names)
     if bad:
         raise RobustDartsError(f"config file {path} has unknown field {bad[0]!r}; fields are: {', '.join(sorted(names))}.")
-    return cls(**{k: _coerce(cls, k, v) for k, v in data.items()})
+    return {k: _coerce(cls, k, v) for k, v in data.items()}
+
+
+def load_yaml(cls, path: str | Path):
+    return cls(**read_fields(cls, path))

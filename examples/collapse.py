@@ -37,8 +37,9 @@ from statistics import mean
 
 import torch
 
-from robustdarts.config import SearchConfig, build
+from robustdarts.config import SearchConfig, build, parse_value
 from robustdarts.methods import get_method
+from robustdarts.runs import atomic_write_text
 from robustdarts.search.loop import Search
 
 METHODS = ("darts", "rdarts-l2", "lambda-darts")
@@ -113,14 +114,19 @@ def select_l2(results: list[dict]) -> list[dict]:
 
 
 def _option(text: str) -> tuple[str, object]:
-    """KEY=VALUE with VALUE read as a number where it is one (``lambda=0.25``), else kept as text."""
+    """KEY=VALUE, VALUE read as ``--set`` reads it (``lambda=0.25`` and ``epsilon_0=1e-3`` are numbers)."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE; write e.g. lambda=0.25")
+    return key, parse_value(value)
+
+
+def _grid(text: str) -> list[float]:
     try:
-        return key, float(value)
+        return [float(v) for v in text.split(",")]
     except ValueError:
-        return key, value
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of weight decays; "
+                                         "write e.g. 9e-4,27e-4,81e-4") from None
 
 
 def plot(results: list[dict], path: Path, title: str) -> None:
@@ -174,7 +180,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads per search (1 is fastest here)")
     p.add_argument("--arch-order", default="first", choices=("first", "second"),
                    help="arch gradient of every method (first: the regularizer is the only difference)")
-    p.add_argument("--l2-grid", default="9e-4,27e-4,81e-4",
+    p.add_argument("--l2-grid", type=_grid, default="9e-4,27e-4,81e-4",
                    help="R-DARTS(L2)'s weight decays, comma-separated; the best by final validation accuracy, "
                         "DARTS' 3e-4 run included, is its result (RobustDARTS' grid is 3e-4·3^k)")
     p.add_argument("--lambda-option", dest="lambda_options", type=_option, action="append", default=[],
@@ -185,9 +191,8 @@ def main() -> None:
     p.add_argument("--runs", default="runs/collapse")
     p.add_argument("--out", default="docs")
     args = p.parse_args()
-    grid = [float(v) for v in args.l2_grid.split(",")]
     jobs = [(m, int(seed), wd) for seed in args.seeds.split(",") for m in args.methods.split(",")
-            for wd in (grid if m == "rdarts-l2" else [None])]
+            for wd in (args.l2_grid if m == "rdarts-l2" else [None])]
     # Longest first (Λ-DARTS runs three forward passes per arch step), so the last job to start is a short one.
     jobs.sort(key=lambda job: job[0] != "lambda-darts")
     # One search per process (spawned, one thread each): the searches are independent and a 2-core machine runs
@@ -214,8 +219,8 @@ def main() -> None:
                                            "limit_images", "hessian_every", "seeds", "l2_grid")}
     setup.update(dataset="fashion-mnist", arch_order=args.arch_order, lambda_options=dict(args.lambda_options),
                  torch=torch.__version__)
-    (out / "collapse.json").write_text(json.dumps({"setup": setup, "compared": compared, "results": results},
-                                                  indent=1))
+    atomic_write_text(out / "collapse.json", json.dumps({"setup": setup, "compared": compared, "results": results},
+                                                        indent=1))
     title = (f"{args.space}, Fashion-MNIST {args.limit_images} images at {args.image_size}px, C={args.channels}, "
              f"{args.layers} cells, {args.epochs} epochs, seeds {args.seeds}")
     plot(compared, out / "collapse.png", title)

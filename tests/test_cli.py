@@ -142,3 +142,10 @@ def test_search_config_file_fields_win_over_unset_flags_and_leave_preset_default
     full = tmp_path / "full.yaml"
     full.write_text(to_yaml(search_config(path, ["lr=0.2"])))
     assert search_config(full, None) == search_config(path, ["lr=0.2"])
+
+
+def test_set_values_in_exponent_notation_are_numbers():
+    from robustdarts.cli import _parse_sets
+
+    assert _parse_sets(["weight_decay=1e-3", "method.epsilon_0=1e-3", "method.reg=signcorr", "epochs=3"]) == \
+        {"weight_decay": 1e-3, "method_options": {"epsilon_0": 1e-3, "reg": "signcorr"}, "epochs": 3}

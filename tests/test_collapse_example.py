@@ -47,6 +47,13 @@ def test_run_directories_are_distinct_per_search():
 
 def test_option_parsing():
     assert collapse._option("lambda=0.25") == ("lambda", 0.25)
+    assert collapse._option("epsilon_0=1e-3") == ("epsilon_0", 1e-3)  # YAML 1.1 alone reads "1e-3" as text
     assert collapse._option("reg=signcorr") == ("reg", "signcorr")
     with pytest.raises(argparse.ArgumentTypeError, match="KEY=VALUE"):
         collapse._option("lambda")
+
+
+def test_grid_parsing():
+    assert collapse._grid("9e-4,27e-4") == [9e-4, 27e-4]
+    with pytest.raises(argparse.ArgumentTypeError, match="comma-separated"):
+        collapse._grid("9e-4;27e-4")

@@ -24,14 +24,14 @@ err_console = Console(stderr=True)
 
 def _parse_sets(sets: list[str] | None) -> dict:
     """``--set key=value`` pairs (values parsed as YAML scalars; ``method.x=v`` goes to method_options)."""
-    import yaml
+    from .config import parse_value
 
     out: dict = {}
     for item in sets or []:
         if "=" not in item:
             raise RobustDartsError(f"--set needs KEY=VALUE, got {item!r}; for example --set weight_decay=0.0027.")
         key, value = item.split("=", 1)
-        parsed = yaml.safe_load(value) if value else None
+        parsed = parse_value(value)
         if key.startswith("method."):
             out.setdefault("method_options", {})[key[len("method."):]] = parsed
         else:

@@ -163,6 +163,17 @@ def to_yaml(cfg) -> str:
     return yaml.safe_dump(asdict(cfg), sort_keys=False)
 
 
+def parse_value(text: str) -> Any:
+    """A command-line value as a YAML scalar, with numbers YAML 1.1 leaves as text (``1e-3``) read as floats."""
+    value = yaml.safe_load(text) if text else None
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
 def read_fields(cls, path: str | Path) -> dict[str, Any]:
     """The fields a YAML file sets, checked against ``cls`` (only those: a field the file leaves out stays unset,
     so a method preset's or a preset's value is not overwritten by the dataclass default)."""

@@ -14,7 +14,7 @@ _spec.loader.exec_module(collapse)
 
 def _run(method, seed, wd, val_acc, skips):
     return {"method": method, "seed": seed, "weight_decay": wd, "val_acc": [0.1, val_acc],
-            "skip_normal": [0, skips], "eigenvalue": {0: 0.1, 29: 1.0 + wd}}
+            "skip_normal": [0, skips], "eigenvalue": {0: 0.1, 29: 1.0 + wd}, "eigenvalue_settled": 0.5 + wd}
 
 
 def test_rdarts_l2_is_the_grid_point_with_the_best_final_val_acc_darts_included():
@@ -25,7 +25,8 @@ def test_rdarts_l2_is_the_grid_point_with_the_best_final_val_acc_darts_included(
     assert selected[2]["weight_decay"] == 9e-4 and selected[2]["skip_normal"][-1] == 5
     assert selected[2]["method"] == "rdarts-l2"
     assert set(selected[2]["grid"]) == {"0.0003", "0.0009", "0.0027"}
-    assert selected[2]["grid"]["0.0027"] == {"val_acc": 0.796, "skip_normal": 8, "eigenvalue": 1.0 + 27e-4}
+    assert selected[2]["grid"]["0.0027"] == {"val_acc": 0.796, "skip_normal": 8, "eigenvalue": 1.0 + 27e-4,
+                                            "eigenvalue_settled": 0.5 + 27e-4}
     # DARTS' own 3e-4 run wins seed 3: R-DARTS(L2) is then DARTS' architecture, reported as such.
     assert selected[3]["weight_decay"] == 3e-4 and selected[3]["skip_normal"][-1] == 2
 
@@ -57,3 +58,32 @@ def test_grid_parsing():
     assert collapse._grid("9e-4,27e-4") == [9e-4, 27e-4]
     with pytest.raises(argparse.ArgumentTypeError, match="comma-separated"):
         collapse._grid("9e-4;27e-4")
+
+
+def test_end_eigenvalue_is_arch_hessian_over_more_batches_cached_and_leaves_the_rng(tmp_path):
+    import json
+
+    import torch
+
+    from robustdarts.analysis.hessian import arch_hessian
+    from robustdarts.config import SearchConfig
+    from robustdarts.data.stream import BatchStream
+    from robustdarts.search.loop import Search
+
+    torch.set_num_threads(1)
+    cfg = SearchConfig(space="s3", method="darts", dataset="synthetic", epochs=1, batch_size=4, init_channels=4,
+                       layers=3, image_size=8, limit_images=32, hessian_every=0, seed=0)
+    search = Search(cfg, tmp_path / "run", progress=False)
+    search.run()
+    rng = torch.get_rng_state()
+    value = collapse.settled_eigenvalue(search, 2)
+    assert torch.equal(rng, torch.get_rng_state())
+    stream = BatchStream(search.val_set, 4, search.augment, 7919, search.device)
+    expected = arch_hessian(search.supernet, search.arch, [next(stream) for _ in range(2)])["eigenvalue"]
+    assert value == pytest.approx(expected, rel=1e-5)
+    cache = tmp_path / "run" / "eigenvalue-2batches.json"
+    assert json.loads(cache.read_text()) == {"batches": 2, "epoch": 1, "eigenvalue": value}
+    cache.write_text(json.dumps({"batches": 2, "epoch": 1, "eigenvalue": -1.0}))
+    assert collapse.settled_eigenvalue(search, 2) == -1.0  # read back, not measured again
+    cache.write_text(json.dumps({"batches": 2, "epoch": 0, "eigenvalue": -1.0}))
+    assert collapse.settled_eigenvalue(search, 2) == pytest.approx(expected, rel=1e-5)  # stale: measured again

@@ -86,9 +86,9 @@ def run_method(method: str, seed: int, weight_decay: float | None, args) -> dict
         "val_acc": [r["val_acc"] for r in records],
         "train_acc": [r["train_acc"] for r in records],
         "alignment_normal": [r.get("alignment_normal") for r in records],
-        # Mean softmax mass of skip_connect over the normal cell's edges: the genotype's skip count is a
-        # threshold of this.
-        "skip_mass_normal": float(weights["normal"][:, search.space.ops["normal"][0].index("skip_connect")].mean()),
+        # Mean softmax mass of each op over the normal cell's edges (over the edges that offer it): the genotype
+        # ranks skip against the convolutions by these, with none excluded.
+        "op_mass_normal": op_mass(weights["normal"], search.space.ops["normal"]),
         # Norm of every searched op's weights: with BN (no affine) after each conv, weight decay shrinks these
         # without changing what the op computes, and raises the op's effective step size (∝ 1/‖w‖²).
         "op_weight_norm": float(torch.sqrt(sum(p.detach().pow(2).sum() for n, p in search.supernet.named_parameters()
@@ -97,6 +97,14 @@ def run_method(method: str, seed: int, weight_decay: float | None, args) -> dict
         "genotype": search.genotype.to_dict(),
         "seconds": records[-1]["wall_seconds"],
     }
+
+
+def op_mass(weights: torch.Tensor, ops: list[list[str]]) -> dict[str, float]:
+    mass: dict[str, list[float]] = {}
+    for edge, names in enumerate(ops):
+        for j, name in enumerate(names):
+            mass.setdefault(name, []).append(float(weights[edge, j]))
+    return {name: mean(values) for name, values in mass.items()}
 
 
 def settled_eigenvalue(search: Search, batches: int) -> float:

@@ -87,3 +87,11 @@ def test_end_eigenvalue_is_arch_hessian_over_more_batches_cached_and_leaves_the_
     assert collapse.settled_eigenvalue(search, 2) == -1.0  # read back, not measured again
     cache.write_text(json.dumps({"batches": 2, "epoch": 0, "eigenvalue": -1.0}))
     assert collapse.settled_eigenvalue(search, 2) == pytest.approx(expected, rel=1e-5)  # stale: measured again
+
+
+def test_op_mass_is_the_mean_over_the_edges_that_offer_the_op():
+    import torch
+
+    weights = torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])
+    mass = collapse.op_mass(weights, [["none", "skip_connect"], ["none", "skip_connect", "sep_conv_3x3"]])
+    assert mass == pytest.approx({"none": 0.35, "skip_connect": 0.4, "sep_conv_3x3": 0.5})

@@ -9,7 +9,8 @@ is that under plain DARTS the eigenvalue rises and the normal cell fills with sk
 
 The supernet has the standard 8 cells (skip connections pay off with depth; at 5 cells the normal cell lost skips
 as the convolutions trained) at C = 4 on 16x16 images, batch 8 (160 arch steps per epoch: α needs thousands of
-steps to move, and at these sizes a step costs mostly per-op overhead). To fit a CPU budget all three use the
+steps to move, and at these sizes a step costs mostly per-op overhead) and α's Adam LR 3e-3 (``--arch-lr``; at
+DARTS' 3e-4 these noisy batch-8 steps left α within 0.2 of its start). To fit a CPU budget all three use the
 first-order arch step (the R-DARTS presets default to second order; the regularizer under test is the only
 difference between the runs). Λ-DARTS keeps its own knobs (corr, λ = 0.125, ε₀ = 1e-4; ``--lambda-option``
 changes them). R-DARTS(L2) is what RobustDARTS defines it to be: DARTS searched over a weight-decay grid
@@ -17,7 +18,7 @@ changes them). R-DARTS(L2) is what RobustDARTS defines it to be: DARTS searched 
 with the best validation accuracy at its end (the one-shot validation error RobustDARTS logs; ranking the grid by
 training every candidate from scratch is the expensive alternative). Every grid run stays in the JSON.
 
-    python examples/collapse.py                # 5 searches x 2 seeds: about 3 h on 2 CPU cores
+    python examples/collapse.py                # 5 searches x 2 seeds: about 2 h on 2 CPU cores
     python examples/collapse.py --methods darts --seeds 2   # the collapsing DARTS run alone: about 20 min
     python examples/collapse.py --epochs 2 --limit-images 512 --seeds 0 --runs /tmp/smoke --out /tmp/smoke  # smoke
 
@@ -264,7 +265,7 @@ def main() -> None:
     atomic_write_text(out / "collapse.json", json.dumps({"setup": setup, "compared": compared, "results": results},
                                                         indent=1))
     title = (f"{args.space}, Fashion-MNIST {args.limit_images} images at {args.image_size}px, C={args.channels}, "
-             f"{args.layers} cells, {args.epochs} epochs, seeds {args.seeds}")
+             f"{args.layers} cells, {args.epochs} epochs, batch {args.batch}, arch LR {args.arch_lr:g}, seeds {args.seeds}")
     plot(compared, out / "collapse.png", title)
     print(f"wrote {out / 'collapse.json'} and {out / 'collapse.png'}")
 

@@ -265,7 +265,8 @@ def main() -> None:
     atomic_write_text(out / "collapse.json", json.dumps({"setup": setup, "compared": compared, "results": results},
                                                         indent=1))
     title = (f"{args.space}, Fashion-MNIST {args.limit_images} images at {args.image_size}px, C={args.channels}, "
-             f"{args.layers} cells, {args.epochs} epochs, batch {args.batch}, arch LR {args.arch_lr:g}, seeds {args.seeds}")
+             f"{args.layers} cells, {args.epochs} epochs, batch {args.batch}, arch LR {args.arch_lr:g}, "
+             f"seeds {args.seeds}")
     plot(compared, out / "collapse.png", title)
     print(f"wrote {out / 'collapse.json'} and {out / 'collapse.png'}")
 

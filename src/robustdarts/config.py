@@ -54,8 +54,8 @@ class SearchConfig:
     augment: bool = True  # random crop + flip (SVHN in LHD searches without)
     # diagnostics
     hessian_every: int = 0  # epochs between dominant-eigenvalue measurements; 0 = off
-    # Validation batches per measurement; 1 is RobustDARTS' protocol (batch 64). λ_max of one small batch's Hessian
-    # is mostly that batch's curvature: at batch 8 one batch read 2-3x the 16-batch value (docs/collapse.md).
+    # Validation batches per measurement; 1 is RobustDARTS' protocol (batch 64). At batch 8 one batch's λ_max read
+    # between 0.5x and 3x the 16-batch value at the same epoch (docs/collapse.md): average more at small batches.
     hessian_batches: int = 1
     hessian_bn_mode: str = "train"
     leakage_every: int = 1  # discretization gap and leaked mass; 0 = off

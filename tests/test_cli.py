@@ -149,3 +149,13 @@ def test_set_values_in_exponent_notation_are_numbers():
 
     assert _parse_sets(["weight_decay=1e-3", "method.epsilon_0=1e-3", "method.reg=signcorr", "epochs=3"]) == \
         {"weight_decay": 1e-3, "method_options": {"epsilon_0": 1e-3, "reg": "signcorr"}, "epochs": 3}
+
+
+def test_parse_value_reads_numbers_yaml_leaves_as_text_and_nothing_else():
+    from robustdarts.config import parse_value
+
+    assert parse_value("1e-3") == 1e-3 and isinstance(parse_value("1e-3"), float)  # YAML 1.1: the string "1e-3"
+    assert parse_value("3") == 3 and isinstance(parse_value("3"), int)
+    assert parse_value("signcorr") == "signcorr"
+    assert parse_value("nan") == "nan" and parse_value("inf") == "inf"  # float() would take these words
+    assert parse_value("true") is True and parse_value("") is None

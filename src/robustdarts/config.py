@@ -7,6 +7,7 @@ epochs, images), never the algorithm; a method preset (methods/) changes the alg
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -170,9 +171,11 @@ def parse_value(text: str) -> Any:
     value = yaml.safe_load(text) if text else None
     if isinstance(value, str):
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
-            pass
+            return value
+        if math.isfinite(number):  # words float() also takes ("nan", "inf", "infinity") stay text
+            return number
     return value
 
 

@@ -14,9 +14,11 @@ DARTS' 3e-4 these noisy batch-8 steps left α within 0.2 of its start). To fit a
 first-order arch step (the R-DARTS presets default to second order; the regularizer under test is the only
 difference between the runs). Λ-DARTS keeps its own knobs (corr, λ = 0.125, ε₀ = 1e-4; ``--lambda-option``
 changes them). R-DARTS(L2) is what RobustDARTS defines it to be: DARTS searched over a weight-decay grid
-(``--l2-grid``, default 9e-4, 27e-4, 81e-4; DARTS' own run is the 3e-4 point), returning per seed the search
-with the best validation accuracy at its end (the one-shot validation error RobustDARTS logs; ranking the grid by
-training every candidate from scratch is the expensive alternative). Every grid run stays in the JSON.
+(``--l2-grid``, default 9e-4, 27e-4, 81e-4; DARTS' own run is the 3e-4 point), returning per seed the search whose
+architecture validates best. Every searched genotype is trained from scratch (``--retrain-epochs``, DARTS'
+evaluation recipe at small sizes) and R-DARTS(L2) selects by the held-out accuracy of those networks (``--select
+oneshot``: by the supernet's final validation accuracy, the one-shot error RobustDARTS logs). The test accuracy of
+every retrained genotype is reported, never selected on. Every grid run stays in the JSON.
 
     python examples/collapse.py                # 5 searches x 2 seeds: about 2 h on 2 CPU cores
     python examples/collapse.py --methods darts --seeds 2   # the collapsing DARTS run alone: about 20 min
@@ -39,11 +41,13 @@ from statistics import mean
 import torch
 
 from robustdarts.analysis.hessian import arch_hessian
-from robustdarts.config import SearchConfig, build, parse_value
+from robustdarts.config import SearchConfig, TrainConfig, build, parse_value
 from robustdarts.data.stream import BatchStream
+from robustdarts.genotype import Genotype
 from robustdarts.methods import get_method
 from robustdarts.runs import atomic_write_text
 from robustdarts.search.loop import Search
+from robustdarts.train import Train
 
 METHODS = ("darts", "rdarts-l2", "lambda-darts")
 
@@ -97,7 +101,29 @@ def run_method(method: str, seed: int, weight_decay: float | None, args) -> dict
         "eigenvalue_settled": settled_eigenvalue(search, args.settled_batches),
         "genotype": search.genotype.to_dict(),
         "seconds": records[-1]["wall_seconds"],
+        "run_dir": str(run_dir),
     }
+
+
+def retrain(run_dir: str, seed: int, args) -> dict:
+    """Train the search's genotype from scratch: DARTS' evaluation recipe (auxiliary head, cutout, drop path,
+    cosine SGD) at the example's sizes, on ``--retrain-images`` Fashion-MNIST training images of which
+    ``--retrain-valid`` are held out. The held-out accuracy is what R-DARTS(L2) selects by; the test accuracy (all
+    10 000 test images) is only reported. Same seed for every method of a seed. Resumed or reused like the search."""
+    torch.set_num_threads(args.threads)
+    cfg = build(TrainConfig, dict(genotype=str(run_dir), dataset="fashion-mnist", data_dir=args.data_dir, seed=seed,
+                                  epochs=args.retrain_epochs, batch_size=64, init_channels=args.retrain_channels,
+                                  layers=args.layers, image_size=args.image_size, limit_images=args.retrain_images,
+                                  valid_images=args.retrain_valid))
+    out = Path(run_dir) / "retrain"
+    train = Train.resume(out, progress=False) if (out / "checkpoint.pt").exists() else \
+        Train(cfg, Genotype.load(Path(run_dir) / "genotype.json"), out, progress=False)
+    if train.cfg != cfg:
+        raise SystemExit(f"{out} holds a training run with other settings than these; pass another --runs or "
+                         f"remove it.")
+    summary = train.run()
+    return {"valid_acc": summary["final_valid_acc"], "test_acc": summary["final_test_acc"],
+            "params": summary["params"], "epochs": summary["epochs"], "seconds": summary["wall_seconds"]}
 
 
 def op_mass(weights: torch.Tensor, ops: list[list[str]]) -> dict[str, float]:
@@ -127,21 +153,25 @@ def settled_eigenvalue(search: Search, batches: int) -> float:
     return value
 
 
-def select_l2(results: list[dict]) -> list[dict]:
+def select_l2(results: list[dict], by: str = "retrain") -> list[dict]:
     """R-DARTS(L2) as RobustDARTS defines it: per seed, of the searches over the weight-decay grid (DARTS' own
-    3e-4 run included where it ran), the one with the best validation accuracy at the end of the search. The
-    selected run is returned as method ``rdarts-l2`` with its ``weight_decay``; the others stay in the JSON."""
+    3e-4 run included where it ran), the one whose architecture validates best. ``by="retrain"``: the held-out
+    accuracy of the genotype trained from scratch (``retrain``); ``by="oneshot"``: the supernet's validation
+    accuracy at the end of the search (the one-shot error RobustDARTS logs). The selected run is returned as method
+    ``rdarts-l2`` with its ``weight_decay``; the others stay in the JSON."""
+    score = {"retrain": lambda r: r["retrain"]["valid_acc"], "oneshot": lambda r: r["val_acc"][-1]}[by]
     selected = []
     for seed in sorted({r["seed"] for r in results}):
         grid = [r for r in results if r["seed"] == seed and r["method"] == "rdarts-l2"]
         if not grid:
             continue
         grid += [r for r in results if r["seed"] == seed and r["method"] == "darts"]
-        best = max(grid, key=lambda r: r["val_acc"][-1])
-        selected.append({**best, "method": "rdarts-l2", "grid": {f"{r['weight_decay']:g}": {
+        best = max(grid, key=score)
+        selected.append({**best, "method": "rdarts-l2", "selected_by": by, "grid": {f"{r['weight_decay']:g}": {
             "val_acc": r["val_acc"][-1], "skip_normal": r["skip_normal"][-1],
             "eigenvalue": r["eigenvalue"][max(r["eigenvalue"])],
-            "eigenvalue_settled": r["eigenvalue_settled"]} for r in grid}})
+            "eigenvalue_settled": r["eigenvalue_settled"], **({"retrain": r["retrain"]} if "retrain" in r else {})}
+            for r in grid}})
     return selected
 
 
@@ -161,13 +191,16 @@ def _grid(text: str) -> list[float]:
                                          "write e.g. 9e-4,27e-4,81e-4") from None
 
 
-def plot(results: list[dict], path: Path, title: str) -> None:
-    """Thin lines: one per seed; thick lines: the mean over seeds of each method."""
+def plot(results: list[dict], path: Path, title: str, every: list[dict] | None = None) -> None:
+    """Thin lines: one per seed; thick lines: the mean over seeds of each method. With retrained runs in ``every``
+    (all searches, R-DARTS(L2)'s grid included), a fourth panel: skips in the normal cell against the genotype's
+    from-scratch test accuracy."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    retrained = [r for r in every or [] if "retrain" in r]
+    fig, axes = plt.subplots(1, 4 if retrained else 3, figsize=(17.5 if retrained else 13, 3.8))
     methods = sorted(dict.fromkeys(r["method"] for r in results),
                      key=lambda m: METHODS.index(m) if m in METHODS else len(METHODS))  # fixed colours
     for i, method in enumerate(methods):
@@ -192,6 +225,16 @@ def plot(results: list[dict], path: Path, title: str) -> None:
                 xlabel="epoch")
     axes[1].set(title="skip connections in the normal cell (of 8)", xlabel="epoch", ylim=(-0.3, 8.3))
     axes[2].set(title="supernet validation accuracy (%)", xlabel="epoch")
+    if retrained:
+        names = {"darts": "DARTS", "rdarts-l2": "DARTS, larger L2 (R-DARTS(L2)'s grid)", "lambda-darts": "Λ-DARTS"}
+        for i, method in enumerate(METHODS):
+            runs = [r for r in retrained if r["method"] == method]
+            if runs:
+                axes[3].scatter([r["skip_normal"][-1] for r in runs], [100 * r["retrain"]["test_acc"] for r in runs],
+                                color=f"C{i}", marker="os^"[i], label=names[method])
+        axes[3].set(title="genotype trained from scratch", xlabel="skip connections in the normal cell",
+                    ylabel="test accuracy (%)", xlim=(-0.3, 8.3))
+        axes[3].legend(fontsize=7)
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
@@ -228,11 +271,24 @@ def main() -> None:
     p.add_argument("--lambda-option", dest="lambda_options", type=_option, action="append", default=[],
                    metavar="KEY=VALUE", help="a Λ-DARTS option, repeatable (e.g. reg=signcorr, lambda=0.25, "
                                              "epsilon_0=1e-3: the values of its shipped S4/SVHN script)")
+    p.add_argument("--retrain-epochs", type=int, default=15,
+                   help="train every searched genotype from scratch for this many epochs (0: no retraining; "
+                        "R-DARTS(L2) then selects by the one-shot validation accuracy)")
+    p.add_argument("--retrain-images", type=int, default=10000, help="training images of the from-scratch runs")
+    p.add_argument("--retrain-valid", type=int, default=2000,
+                   help="of those, held out: R-DARTS(L2) selects by this accuracy, never by the test accuracy")
+    p.add_argument("--retrain-channels", type=int, default=8)
+    p.add_argument("--select", choices=("retrain", "oneshot"), default=None,
+                   help="R-DARTS(L2)'s selection: the retrained genotype's held-out accuracy (the default when "
+                        "--retrain-epochs > 0) or the supernet's final validation accuracy")
     p.add_argument("--jobs", type=int, default=2, help="searches run in parallel, one process each")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--runs", default="runs/collapse")
     p.add_argument("--out", default="docs")
     args = p.parse_args()
+    select = args.select or ("retrain" if args.retrain_epochs > 0 else "oneshot")
+    if select == "retrain" and args.retrain_epochs <= 0:
+        p.error("--select retrain needs --retrain-epochs > 0")
     jobs = [(m, int(seed), wd) for seed in args.seeds.split(",") for m in args.methods.split(",")
             for wd in (args.l2_grid if m == "rdarts-l2" else [None])]
     # Longest first (Λ-DARTS runs three forward passes per arch step), so the last job to start is a short one.
@@ -241,33 +297,44 @@ def main() -> None:
     # two at once. Results come back in the order of the jobs.
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
         results = list(pool.map(run_method, *zip(*jobs), [args] * len(jobs)))
+        if args.retrain_epochs > 0:
+            retrained = pool.map(retrain, [r["run_dir"] for r in results], [r["seed"] for r in results],
+                                 [args] * len(results))
+            for r, scratch in zip(results, retrained):
+                r["retrain"] = scratch
     results.sort(key=lambda r: (r["seed"], METHODS.index(r["method"]) if r["method"] in METHODS else len(METHODS),
                                 r["weight_decay"]))
     for r in results:
         evs = [round(v, 3) for _, v in sorted((int(e), v) for e, v in r["eigenvalue"].items())]
+        scratch = (f"  retrained: valid {100 * r['retrain']['valid_acc']:.1f}% "
+                   f"test {100 * r['retrain']['test_acc']:.1f}%" if "retrain" in r else "")
         print(f"{r['method']:14s} seed {r['seed']} wd {r['weight_decay']:g}  skip_normal {r['skip_normal']}  "
               f"eigenvalues {evs}  end over more batches {r['eigenvalue_settled']:.3f}  "
-              f"val_acc {100 * r['val_acc'][-1]:.1f}%  {r['seconds']:.0f}s", flush=True)
+              f"val_acc {100 * r['val_acc'][-1]:.1f}%  {r['seconds']:.0f}s{scratch}", flush=True)
     # The comparison: DARTS, R-DARTS(L2) selected from its grid, Λ-DARTS.
-    compared = [r for r in results if r["method"] != "rdarts-l2"] + select_l2(results)
+    compared = [r for r in results if r["method"] != "rdarts-l2"] + select_l2(results, select)
     compared.sort(key=lambda r: (r["seed"], METHODS.index(r["method"]) if r["method"] in METHODS else len(METHODS)))
     for r in compared:
         if r["method"] == "rdarts-l2":
-            print(f"R-DARTS(L2) seed {r['seed']} selects wd {r['weight_decay']:g} "
-                  f"(val_acc {100 * r['val_acc'][-1]:.1f}%): {r['skip_normal'][-1]} skips", flush=True)
+            print(f"R-DARTS(L2) seed {r['seed']} selects wd {r['weight_decay']:g} by {select}: "
+                  f"{r['skip_normal'][-1]} skips", flush=True)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     setup = {k: getattr(args, k) for k in ("space", "epochs", "batch", "channels", "layers", "image_size",
-                                           "limit_images", "hessian_every", "seeds", "l2_grid", "arch_lr")}
-    setup.update(dataset="fashion-mnist", arch_order=args.arch_order, lambda_options=dict(args.lambda_options),
-                 torch=torch.__version__)
+                                           "limit_images", "hessian_every", "seeds", "l2_grid", "arch_lr",
+                                           "retrain_epochs", "retrain_images", "retrain_valid", "retrain_channels")}
+    setup.update(dataset="fashion-mnist", arch_order=args.arch_order, select=select,
+                 lambda_options=dict(args.lambda_options), torch=torch.__version__)
     atomic_write_text(out / "collapse.json", json.dumps({"setup": setup, "compared": compared, "results": results},
                                                         indent=1))
     title = (f"{args.space}, Fashion-MNIST {args.limit_images} images at {args.image_size}px, C={args.channels}, "
              f"{args.layers} cells, {args.epochs} epochs, batch {args.batch}, arch LR {args.arch_lr:g}, "
-             f"seeds {args.seeds}")
-    plot(compared, out / "collapse.png", title)
+             f"seeds {args.seeds}" + (f"\nretrained from scratch: {args.retrain_epochs} epochs, C={args.retrain_channels}, "
+                                      f"{args.retrain_images - args.retrain_valid} training + {args.retrain_valid} "
+                                      f"held-out images; R-DARTS(L2) selected by {select}"
+                                      if args.retrain_epochs > 0 else ""))
+    plot(compared, out / "collapse.png", title, results)
     print(f"wrote {out / 'collapse.json'} and {out / 'collapse.png'}")
 
 

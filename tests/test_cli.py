@@ -91,16 +91,32 @@ def test_genotype_that_does_not_fit_its_space_is_refused(tmp_path):
 
 def test_train_resume_is_exact(tmp_path):
     cfg = build(TrainConfig, dict(genotype="darts_v2", dataset="synthetic", epochs=2, batch_size=16, init_channels=4,
-                                  layers=3, image_size=8, limit_images=64, limit_test=64, seed=1))
+                                  layers=3, image_size=8, limit_images=80, valid_images=16, limit_test=64, seed=1))
     geno = get_genotype("darts_v2")
     full = Train(cfg, geno, tmp_path / "full", progress=False).run()
     Train(cfg, geno, tmp_path / "cut", progress=False).run(stop_after=0)
     resumed = Train.resume(tmp_path / "cut", progress=False).run()
     assert full["final_test_acc"] == resumed["final_test_acc"]
+    assert full["final_valid_acc"] == resumed["final_valid_acc"] is not None
     a, b = RunDir(tmp_path / "full").read_metrics(), RunDir(tmp_path / "cut").read_metrics()
     assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
+    assert [r["valid_loss"] for r in a] == [r["valid_loss"] for r in b]
     ckpt = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
     assert ckpt["epoch"] == 2
+
+
+def test_train_holds_validation_images_out_of_training():
+    cfg = build(TrainConfig, dict(genotype="darts_v2", dataset="synthetic", epochs=1, batch_size=16, init_channels=4,
+                                  layers=3, image_size=8, limit_images=80, valid_images=16, limit_test=32, seed=1))
+    run = Train(cfg, get_genotype("darts_v2"), None, progress=False)
+    assert len(run.train_set) == 64 and len(run.valid_set) == 16
+    train_images = {bytes(x.numpy()) for x in run.train_set.images}
+    assert not train_images & {bytes(x.numpy()) for x in run.valid_set.images}
+    # Scored like the test set: the valid numbers are the network's loss and accuracy on exactly those images.
+    expected = run.evaluate(run.valid_set)
+    record = run.test()
+    assert record["valid_acc"] == expected["acc"] and record["valid_loss"] == expected["loss"]
+    assert set(record) == {"test_acc", "test_loss", "valid_acc", "valid_loss"}
 
 
 @pytest.mark.slow

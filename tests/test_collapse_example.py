@@ -12,16 +12,30 @@ collapse = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(collapse)
 
 
-def _run(method, seed, wd, val_acc, skips):
-    return {"method": method, "seed": seed, "weight_decay": wd, "val_acc": [0.1, val_acc],
-            "skip_normal": [0, skips], "eigenvalue": {0: 0.1, 29: 1.0 + wd}, "eigenvalue_settled": 0.5 + wd}
+def _run(method, seed, wd, val_acc, skips, retrain=None):
+    run = {"method": method, "seed": seed, "weight_decay": wd, "val_acc": [0.1, val_acc],
+           "skip_normal": [0, skips], "eigenvalue": {0: 0.1, 29: 1.0 + wd}, "eigenvalue_settled": 0.5 + wd}
+    if retrain is not None:
+        run["retrain"] = {"valid_acc": retrain[0], "test_acc": retrain[1]}
+    return run
+
+
+def test_rdarts_l2_selects_by_the_retrained_valid_acc_never_by_test_or_one_shot():
+    results = [_run("darts", 2, 3e-4, 0.90, 8, retrain=(0.70, 0.99)),      # best one-shot and best test
+               _run("rdarts-l2", 2, 9e-4, 0.80, 4, retrain=(0.75, 0.71)),  # best held-out accuracy
+               _run("rdarts-l2", 2, 27e-4, 0.85, 7, retrain=(0.74, 0.80))]
+    [selected] = collapse.select_l2(results, "retrain")
+    assert selected["weight_decay"] == 9e-4 and selected["selected_by"] == "retrain"
+    assert selected["grid"]["0.0003"]["retrain"] == {"valid_acc": 0.70, "test_acc": 0.99}
+    [oneshot] = collapse.select_l2(results, "oneshot")
+    assert oneshot["weight_decay"] == 3e-4
 
 
 def test_rdarts_l2_is_the_grid_point_with_the_best_final_val_acc_darts_included():
     results = [_run("darts", 2, 3e-4, 0.811, 7), _run("rdarts-l2", 2, 9e-4, 0.823, 5),
                _run("rdarts-l2", 2, 27e-4, 0.796, 8), _run("lambda-darts", 2, 3e-4, 0.90, 1),  # not in the grid
                _run("darts", 3, 3e-4, 0.85, 2), _run("rdarts-l2", 3, 9e-4, 0.80, 6)]
-    selected = {r["seed"]: r for r in collapse.select_l2(results)}
+    selected = {r["seed"]: r for r in collapse.select_l2(results, "oneshot")}
     assert selected[2]["weight_decay"] == 9e-4 and selected[2]["skip_normal"][-1] == 5
     assert selected[2]["method"] == "rdarts-l2"
     assert set(selected[2]["grid"]) == {"0.0003", "0.0009", "0.0027"}
@@ -32,7 +46,7 @@ def test_rdarts_l2_is_the_grid_point_with_the_best_final_val_acc_darts_included(
 
 
 def test_no_grid_run_no_selection():
-    assert collapse.select_l2([_run("darts", 2, 3e-4, 0.8, 7)]) == []
+    assert collapse.select_l2([_run("darts", 2, 3e-4, 0.8, 7)], "oneshot") == []
 
 
 def test_run_directories_are_distinct_per_search():

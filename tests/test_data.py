@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from robustdarts.data import (Augment, BatchStream, ImageSet, Normalize, dataset_info, eval_batches, load_dataset,
-                              make_synthetic, reference_augment, resize_images, search_split)
+                              make_synthetic, reference_augment, resize_images, search_split, holdout)
 from robustdarts.data import datasets as ds
 from robustdarts.errors import RobustDartsError
 
@@ -310,6 +310,19 @@ def test_search_split_is_seeded_and_disjoint():
     assert first.labels.tolist() == list(range(50)) and second.labels.tolist() == list(range(50, 101))
     with pytest.raises(RobustDartsError, match="portion"):
         search_split(data, 1.0)
+
+
+def test_holdout_is_seeded_disjoint_and_sized():
+    data = _indexed_set(101)
+    rest, valid = holdout(data, 20, seed=3)
+    assert len(rest) == 81 and len(valid) == 20
+    assert set(rest.labels.tolist()).isdisjoint(valid.labels.tolist())
+    assert set(rest.labels.tolist()) | set(valid.labels.tolist()) == set(range(101))
+    assert torch.equal(valid.labels, holdout(data, 20, seed=3)[1].labels)
+    assert not torch.equal(valid.labels, holdout(data, 20, seed=4)[1].labels)
+    for count in (0, 101):
+        with pytest.raises(RobustDartsError, match="valid_images"):
+            holdout(data, count)
 
 
 def test_synthetic_is_deterministic_and_learnable():

@@ -80,6 +80,9 @@ class TrainConfig:
     image_size: int | None = None
     limit_images: int | None = None
     limit_test: int | None = None
+    # Training images held out (drawn by the seed) and scored every epoch: choose architectures or settings by this
+    # validation accuracy, never by the test accuracy (which is reported, not selected on). 0: none.
+    valid_images: int = 0
     lr: float = 0.025
     lr_min: float = 0.0
     momentum: float = 0.9

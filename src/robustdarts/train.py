@@ -2,7 +2,8 @@
 
 SGD with momentum, cosine LR per epoch to lr_min, gradient clipping, auxiliary head (weight 0.4), cutout, and drop
 path ramped linearly from 0. The reported number is the final-epoch test accuracy — never a maximum over epochs
-on the test set (the LHD reference's protocol, spec L §8 item 1). Resumable with identical results.
+on the test set (the LHD reference's protocol, spec L §8 item 1). ``valid_images`` holds out training images scored
+every epoch, the number to select architectures by. Resumable with identical results.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import TrainConfig
-from .data import BatchStream, scaled_augment, dataset_info, eval_batches, load_dataset
+from .data import BatchStream, dataset_info, eval_batches, holdout, load_dataset, scaled_augment
 from .errors import RobustDartsError
 from .evalnet import EvalNetwork
 from .genotype import Genotype
@@ -32,6 +33,10 @@ class Train:
         info = dataset_info(cfg.dataset)
         self.train_set = load_dataset(cfg.dataset, "train", cfg.data_dir, image_size=cfg.image_size,
                                       limit=cfg.limit_images, seed=cfg.seed)
+        self.valid_set = None
+        if cfg.valid_images:
+            self.train_set, self.valid_set = holdout(self.train_set, cfg.valid_images, cfg.seed)
+            self.valid_set = self.valid_set.to(self.device)
         self.test_set = load_dataset(cfg.dataset, "test", cfg.data_dir, image_size=cfg.image_size,
                                      limit=cfg.limit_test, seed=cfg.seed).to(self.device)
         self.augment = scaled_augment(self.train_set.mean, self.train_set.std, self.train_set.size, cfg.augment,
@@ -98,16 +103,23 @@ class Train:
         return {"lr": lr, "drop_prob": drop_prob, "train_loss": float(loss_sum) / seen,
                 "train_acc": float(correct) / seen}
 
-    @torch.no_grad()
     def test(self) -> dict:
+        """Test accuracy and loss, and the same on the held-out validation images when there are any."""
+        result = {f"test_{k}": v for k, v in self.evaluate(self.test_set).items()}
+        if self.valid_set is not None:
+            result.update({f"valid_{k}": v for k, v in self.evaluate(self.valid_set).items()})
+        return result
+
+    @torch.no_grad()
+    def evaluate(self, images) -> dict:
         self.net.eval()
         total, correct, n = 0.0, 0, 0
-        for x, y in eval_batches(self.test_set, 256, self.device):
+        for x, y in eval_batches(images, 256, self.device):
             logits, _ = self.net(x)
             total += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
             n += len(y)
-        return {"test_loss": total / n, "test_acc": correct / n}
+        return {"loss": total / n, "acc": correct / n}
 
     def run(self, stop_after: int | None = None) -> dict:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -128,9 +140,10 @@ class Train:
                 record["wall_seconds"] = self.wall
                 self.epoch += 1
                 if self.console is not None and self.show_progress:
+                    valid = f"valid {100 * record['valid_acc']:.2f}%  " if "valid_acc" in record else ""
                     self.console.print(f"epoch {record['epoch']:3d}  train {record['train_loss']:.3f}/"
-                                       f"{100 * record['train_acc']:.1f}%  test {100 * record['test_acc']:.2f}%  "
-                                       f"{record['epoch_seconds']:.1f}s")
+                                       f"{100 * record['train_acc']:.1f}%  {valid}"
+                                       f"test {100 * record['test_acc']:.2f}%  {record['epoch_seconds']:.1f}s")
                 if self.run_dir is not None:
                     self.run_dir.append_metrics(record)
                     self.run_dir.save_checkpoint({"epoch": self.epoch, "net": self.net.state_dict(),
@@ -144,6 +157,7 @@ class Train:
         return self.summary(record)
 
     def summary(self, last: dict) -> dict:
-        return {"final_test_acc": last.get("test_acc"), "epochs": self.epoch,
+        return {"final_test_acc": last.get("test_acc"), "final_valid_acc": last.get("valid_acc"),
+                "epochs": self.epoch,
                 "params": self.net.num_parameters(), "params_with_aux": self.net.num_parameters(with_aux=True),
                 "wall_seconds": self.wall}

@@ -189,8 +189,24 @@ def search_split(imageset: ImageSet, portion: float = 0.5, seed: int = 0,
     if not 0 < portion < 1 or cut == 0 or cut == n:
         raise RobustDartsError(f"search split portion {portion!r} leaves an empty half of {n} images; "
                                f"choose a value strictly between 0 and 1.")
+    return split_at(imageset, cut, seed, ordered)
+
+
+def holdout(imageset: ImageSet, count: int, seed: int = 0) -> tuple[ImageSet, ImageSet]:
+    """(the rest, ``count`` images drawn by ``seed``): a validation set cut from the training images, so that
+    architectures and hyperparameters are chosen without looking at the test set."""
+    n = len(imageset)
+    if not 0 < count < n:
+        raise RobustDartsError(f"cannot hold out {count} of {n} training images for validation; "
+                               f"choose valid_images between 1 and {n - 1}, or raise limit_images.")
+    return split_at(imageset, n - count, seed)
+
+
+def split_at(imageset: ImageSet, cut: int, seed: int = 0, ordered: bool = False) -> tuple[ImageSet, ImageSet]:
+    """(``cut`` images, the others), by a permutation drawn from ``seed`` or, ``ordered``, by index."""
+    n = len(imageset)
     order = torch.arange(n) if ordered else torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    # Sorting within each half changes no membership and keeps the subsets in the dataset's order.
+    # Sorting within each part changes no membership and keeps the subsets in the dataset's order.
     return imageset.subset(order[:cut].sort().values), imageset.subset(order[cut:].sort().values)
 
 

@@ -157,7 +157,7 @@ class Train:
         return self.summary(record)
 
     def summary(self, last: dict) -> dict:
-        return {"final_test_acc": last.get("test_acc"), "final_valid_acc": last.get("valid_acc"),
-                "epochs": self.epoch,
+        valid = {"final_valid_acc": last.get("valid_acc")} if self.valid_set is not None else {}
+        return {"final_test_acc": last.get("test_acc"), **valid, "epochs": self.epoch,
                 "params": self.net.num_parameters(), "params_with_aux": self.net.num_parameters(with_aux=True),
                 "wall_seconds": self.wall}

@@ -1,6 +1,6 @@
 """Skip-connection collapse and the dominant eigenvalue: DARTS versus R-DARTS(L2) and Λ-DARTS (CPU-sized).
 
-Three searches per seed on the same data (Fashion-MNIST), space (RobustDARTS S3: none / skip_connect /
+Three methods per seed on the same data (Fashion-MNIST), space (RobustDARTS S3: none / skip_connect /
 sep_conv_3x3 on every edge by default), sizes and seed. Every run measures, every ``--hessian-every`` epochs and
 at the last, the dominant eigenvalue of the Hessian of the validation loss w.r.t. α (``analysis.hessian``, exact,
 as RobustDARTS), and logs how many of the normal cell's 8 kept ops are skip connections. RobustDARTS' observation
@@ -20,9 +20,11 @@ evaluation recipe at small sizes) and R-DARTS(L2) selects by the held-out accura
 oneshot``: by the supernet's final validation accuracy, the one-shot error RobustDARTS logs). The test accuracy of
 every retrained genotype is reported, never selected on. Every grid run stays in the JSON.
 
-    python examples/collapse.py                # 5 searches x 2 seeds: about 2 h on 2 CPU cores
-    python examples/collapse.py --methods darts --seeds 2   # the collapsing DARTS run alone: about 20 min
-    python examples/collapse.py --epochs 2 --limit-images 512 --seeds 0 --runs /tmp/smoke --out /tmp/smoke  # smoke
+    python examples/collapse.py                # 5 searches + 5 retrainings x 3 seeds: about 3.5 h on 2 CPU cores
+    python examples/collapse.py --seeds 2      # the seed that collapses under DARTS, all methods: about 70 min
+    python examples/collapse.py --methods darts --seeds 2 --retrain-epochs 0   # its DARTS search alone: 20 min
+    python examples/collapse.py --epochs 2 --limit-images 512 --seeds 0 --retrain-epochs 1 --retrain-images 600 \
+        --retrain-valid 200 --runs /tmp/smoke --out /tmp/smoke                  # smoke
 
 Run directories go to ``--runs``/seed<N>/<method>[-wd<value>][-<option>=<value>] and are resumed (or reused when
 finished) by a second call.
@@ -258,7 +260,7 @@ def main() -> None:
     p.add_argument("--settled-batches", type=int, default=16,
                    help="validation batches of the end eigenvalue each run reports besides its per-epoch one-batch "
                         "measurements")
-    p.add_argument("--seeds", default="2,3", help="comma-separated; every method runs with every seed")
+    p.add_argument("--seeds", default="2,3,4", help="comma-separated; every method runs with every seed")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads per search (1 is fastest here)")
     p.add_argument("--arch-lr", type=float, default=3e-3,
                    help="Adam LR of α: 10x DARTS' 3e-4 so that α drifts as far in 4800 noisy batch-8 steps as in "

@@ -332,10 +332,11 @@ def main() -> None:
                                                         indent=1))
     title = (f"{args.space}, Fashion-MNIST {args.limit_images} images at {args.image_size}px, C={args.channels}, "
              f"{args.layers} cells, {args.epochs} epochs, batch {args.batch}, arch LR {args.arch_lr:g}, "
-             f"seeds {args.seeds}" + (f"\nretrained from scratch: {args.retrain_epochs} epochs, C={args.retrain_channels}, "
-                                      f"{args.retrain_images - args.retrain_valid} training + {args.retrain_valid} "
-                                      f"held-out images; R-DARTS(L2) selected by {select}"
-                                      if args.retrain_epochs > 0 else ""))
+             f"seeds {args.seeds}")
+    if args.retrain_epochs > 0:
+        title += (f"\nretrained from scratch: {args.retrain_epochs} epochs, C={args.retrain_channels}, "
+                  f"{args.retrain_images - args.retrain_valid} training + {args.retrain_valid} held-out images; "
+                  f"R-DARTS(L2) selected by {select}")
     plot(compared, out / "collapse.png", title, results)
     print(f"wrote {out / 'collapse.json'} and {out / 'collapse.png'}")
 

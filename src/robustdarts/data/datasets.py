@@ -198,7 +198,7 @@ def holdout(imageset: ImageSet, count: int, seed: int = 0) -> tuple[ImageSet, Im
     n = len(imageset)
     if not 0 < count < n:
         raise RobustDartsError(f"cannot hold out {count} of {n} training images for validation; "
-                               f"choose valid_images between 1 and {n - 1}, or raise limit_images.")
+                               f"choose valid_images between 1 and {n - 1} (0: none), or raise limit_images.")
     return split_at(imageset, n - count, seed)
 
 

@@ -52,7 +52,7 @@ class Pair:
         self.lr = s.lr_at(0)
         for g in s.w_opt.param_groups:
             g["lr"] = self.lr
-        s.method.begin_epoch(s)
+        self.ctx, _ = s.begin_epoch()
         s.supernet.train()
         self.batches = [(*next(s.train_stream), *next(s.val_stream)) for _ in range(num_batches)]
 
@@ -76,9 +76,9 @@ class Pair:
         t0 = time.perf_counter()
         if impl == "ours":
             s = self.search
-            s.arch_step(x, y, xv, yv, self.lr)
+            s.arch_step(self.ctx, (x, y), (xv, yv), self.lr)
             t1 = time.perf_counter()
-            s.weight_step(x, y)
+            s.weight_step(self.ctx, x, y)
         else:
             self.architect.step(x, y, xv, yv, self.lr, self.ref_opt, unrolled=self.order == "second")
             t1 = time.perf_counter()
@@ -103,12 +103,12 @@ def check_same_steps(cfg: dict, order: str, steps: int = 2, dtype: torch.dtype =
     try:
         for x, y, xv, yv in pair.batches:
             x, xv = x.to(dtype), xv.to(dtype)
-            s.arch_step(x, y, xv, yv, pair.lr)
+            s.arch_step(pair.ctx, (x, y), (xv, yv), pair.lr)
             pair.architect.step(x, y, xv, yv, pair.lr, pair.ref_opt, unrolled=order == "second")
             ours_g = torch.cat([s.arch.alphas[c].grad.reshape(-1) for c in ("normal", "reduce")])
             ref_g = torch.cat([a.grad.reshape(-1) for a in ref.arch_parameters()])
             rel.append(((ours_g - ref_g).abs().max() / ref_g.abs().max()).item())
-            s.weight_step(x, y)
+            s.weight_step(pair.ctx, x, y)
             weight_step(ref, pair.ref_opt, x, y, grad_clip=s.cfg.grad_clip)
     finally:
         torch.set_default_dtype(previous)

@@ -21,17 +21,16 @@ import time
 
 import torch
 
-from robustdarts.config import SearchConfig, build
-from robustdarts.methods import get_method
+from robustdarts.methods import search_config
 from robustdarts.search.loop import Search
 from robustdarts.supernet import count_op_calls
 
 
 def make_search(method: str, args) -> Search:
-    cfg = build(SearchConfig, dict(method=method, space=args.space, dataset="synthetic", epochs=args.epochs,
-                                   batch_size=args.batch, init_channels=args.channels, layers=args.layers,
-                                   image_size=args.image_size, limit_images=4 * args.batch, leakage_every=0,
-                                   seed=args.seed), base=dict(get_method(method).defaults))
+    cfg = search_config(dict(method=method, space=args.space, dataset="synthetic", epochs=args.epochs,
+                             batch_size=args.batch, init_channels=args.channels, layers=args.layers,
+                             image_size=args.image_size, limit_images=4 * args.batch, leakage_every=0,
+                             seed=args.seed))
     return Search(cfg, None, progress=False)
 
 
@@ -75,26 +74,27 @@ def main() -> None:
     dense, sparse = make_search("darts", args), make_search("sp-darts", args)
     set_alpha([dense, sparse], args)
     sparse.epoch = args.epochs - 1
-    sparse.method.begin_epoch(sparse)
-    tau = sparse.method.tau(sparse, 0)
+    ctx, _ = sparse.begin_epoch()
+    dense_ctx, _ = dense.begin_epoch()
+    tau = sparse.recipe.tau(ctx)
     x, y = next(dense.train_stream)
     xv, yv = next(dense.val_stream)
 
-    calls = {"darts": count_op_calls(dense.supernet, lambda: dense.weight_step(x, y)),
-             "sp-darts": count_op_calls(sparse.supernet, lambda: sparse.weight_step(x, y))}
-    weights = sparse.method.weight_weights(sparse, 0)
+    calls = {"darts": count_op_calls(dense.supernet, lambda: dense.weight_step(dense_ctx, x, y)),
+             "sp-darts": count_op_calls(sparse.supernet, lambda: sparse.weight_step(ctx, x, y))}
+    weights = sparse.relaxed(ctx, "weight")
     active = sum(int((w != 0).sum()) for k, w in weights.items() if k in sparse.space.cell_types)
     total = sum(w.numel() for k, w in weights.items() if k in sparse.space.cell_types)
 
     times: dict[str, list[float]] = {k: [] for k in ("darts_w", "sp_w", "darts_a", "sp_a")}
-    for s in (dense, sparse):  # warm up allocators and caches
-        s.weight_step(x, y)
-        s.arch_step(x, y, xv, yv, 0.025)
+    for s, c in ((dense, dense_ctx), (sparse, ctx)):  # warm up allocators and caches
+        s.weight_step(c, x, y)
+        s.arch_step(c, (x, y), (xv, yv), 0.025)
     for _ in range(args.repeats):
-        times["darts_w"].append(timed(lambda: dense.weight_step(x, y)))
-        times["sp_w"].append(timed(lambda: sparse.weight_step(x, y)))
-        times["darts_a"].append(timed(lambda: dense.arch_step(x, y, xv, yv, 0.025)))
-        times["sp_a"].append(timed(lambda: sparse.arch_step(x, y, xv, yv, 0.025)))
+        times["darts_w"].append(timed(lambda: dense.weight_step(dense_ctx, x, y)))
+        times["sp_w"].append(timed(lambda: sparse.weight_step(ctx, x, y)))
+        times["darts_a"].append(timed(lambda: dense.arch_step(dense_ctx, (x, y), (xv, yv), 0.025)))
+        times["sp_a"].append(timed(lambda: sparse.arch_step(ctx, (x, y), (xv, yv), 0.025)))
     med = {k: statistics.median(v) for k, v in times.items()}
 
     print(f"space {args.space}, C={args.channels}, {args.layers} cells, batch {args.batch}, "

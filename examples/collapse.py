@@ -46,7 +46,9 @@ from robustdarts.analysis.hessian import arch_hessian
 from robustdarts.config import SearchConfig, TrainConfig, build, parse_value
 from robustdarts.data.stream import BatchStream
 from robustdarts.genotype import Genotype
-from robustdarts.methods import get_method
+from robustdarts.methods import search_config
+from robustdarts.methods.recipe import derive_weights
+from robustdarts.preserve import preserved
 from robustdarts.runs import atomic_write_text
 from robustdarts.search.loop import Search
 from robustdarts.train import Train
@@ -62,16 +64,13 @@ def run_dir_name(method: str, weight_decay: float | None, options: dict) -> str:
 
 def run_method(method: str, seed: int, weight_decay: float | None, args) -> dict:
     torch.set_num_threads(args.threads)
-    defaults = dict(get_method(method).defaults)
-    if weight_decay is not None:
-        defaults["weight_decay"] = weight_decay
     options = dict(args.lambda_options) if method == "lambda-darts" else {}
-    cfg = build(SearchConfig, dict(method=method, space=args.space, dataset="fashion-mnist", data_dir=args.data_dir,
-                                   epochs=args.epochs, batch_size=args.batch, init_channels=args.channels,
-                                   layers=args.layers, image_size=args.image_size, limit_images=args.limit_images,
-                                   seed=seed, hessian_every=args.hessian_every, leakage_every=0,
-                                   arch_order=args.arch_order, arch_lr=args.arch_lr, method_options=options),
-                base=defaults)
+    cfg = search_config(dict(method=method, space=args.space, dataset="fashion-mnist", data_dir=args.data_dir,
+                             epochs=args.epochs, batch_size=args.batch, init_channels=args.channels,
+                             layers=args.layers, image_size=args.image_size, limit_images=args.limit_images,
+                             seed=seed, hessian_every=args.hessian_every, leakage_every=0,
+                             arch_order=args.arch_order, arch_lr=args.arch_lr, method_options=options),
+                        preset_base=None if weight_decay is None else {"weight_decay": weight_decay})
     run_dir = Path(args.runs) / f"seed{seed}" / run_dir_name(method, weight_decay, options)
     # A finished or interrupted run is resumed (a finished one returns at once), so re-running the example only
     # computes what is missing.
@@ -81,7 +80,7 @@ def run_method(method: str, seed: int, weight_decay: float | None, args) -> dict
         raise SystemExit(f"{run_dir} holds a run with other settings than these; pass another --runs or remove it.")
     search.run()
     records = search.run_dir.read_metrics()
-    weights = search.method.derive_weights(search)
+    weights = derive_weights(search.recipe, search.arch.as_dict(), search.epoch)
     return {
         "method": method,
         "seed": seed,
@@ -146,11 +145,10 @@ def settled_eigenvalue(search: Search, batches: int) -> float:
         return cached["eigenvalue"]
     cfg = search.cfg
     stream = BatchStream(search.val_set, cfg.batch_size, search.augment, 7919, search.device)
-    rng = torch.get_rng_state()
-    value = float(arch_hessian(search.supernet, search.arch, [next(stream) for _ in range(batches)],
-                               tau=search.method.tau(search, 0), bn_mode=cfg.hessian_bn_mode,
-                               arch_weight_decay=cfg.arch_weight_decay)["eigenvalue"])
-    torch.set_rng_state(rng)
+    with preserved(device=search.device):
+        value = float(arch_hessian(search.supernet, search.arch, [next(stream) for _ in range(batches)],
+                                   bn_mode=cfg.hessian_bn_mode,
+                                   arch_weight_decay=cfg.arch_weight_decay)["eigenvalue"])
     atomic_write_text(path, json.dumps({"batches": batches, "epoch": search.epoch, "eigenvalue": value}))
     return value
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from robustdarts.analysis.leakage import leakage_metrics
-from robustdarts.config import SearchConfig, build
-from robustdarts.methods import get_method
+from robustdarts.methods import get_preset, search_config
+from robustdarts.methods.recipe import derive_weights
 from robustdarts.search.loop import Search
 
 METHODS = ("darts", "sp-darts")
@@ -41,10 +41,13 @@ def active_fraction(search: Search, tau: float) -> float:
 
 
 def run_method(method: str, args) -> dict:
-    cfg = build(SearchConfig, dict(method=method, space=args.space, dataset="fashion-mnist", data_dir=args.data_dir,
-                                   epochs=args.epochs, batch_size=args.batch, init_channels=args.channels,
-                                   layers=args.layers, image_size=args.image_size, limit_images=args.limit_images,
-                                   seed=args.seed, leakage_every=1), base=dict(get_method(method).defaults))
+    # Each method's DARTS-space code, as docs/leakage.md reports it (on S3 the preset table would otherwise pick
+    # SP-DARTS' S1-S4 code).
+    fields, options = get_preset(method).settings("darts")
+    cfg = search_config(dict(method=method, space=args.space, dataset="fashion-mnist", data_dir=args.data_dir,
+                             epochs=args.epochs, batch_size=args.batch, init_channels=args.channels,
+                             layers=args.layers, image_size=args.image_size, limit_images=args.limit_images,
+                             seed=args.seed, leakage_every=1, method_options=options), preset_base=fields)
     run_dir = Path(args.runs) / method
     if (run_dir / "checkpoint.pt").exists():
         search = Search.resume(run_dir, progress=False)
@@ -53,7 +56,7 @@ def run_method(method: str, args) -> dict:
     start = time.perf_counter()
     search.run()
     records = search.run_dir.read_metrics()
-    weights = search.method.derive_weights(search)
+    weights = derive_weights(search.recipe, search.arch.as_dict(), search.epoch)
     final = leakage_metrics(search, weights, search.genotype, calibration_batches=8,
                             eval_batches=len(search.val_set) // args.batch + 1)
     result = {
@@ -69,7 +72,7 @@ def run_method(method: str, args) -> dict:
         "wall_seconds": time.perf_counter() - start,
     }
     if method == "sp-darts":
-        result["active_weights_at_tau_s"] = active_fraction(search, search.method.schedule.sparse_tau)
+        result["active_weights_at_tau_s"] = active_fraction(search, search.recipe.schedule.sparse_tau)
     print(f"{method}: gap {final['gap']:+.3f} (relaxed {final['val_acc_relaxed']:.3f}, one-hot "
           f"{final['val_acc_onehot']:.3f}), leaked normal {final['leaked_normal']:.3f} reduce "
           f"{final['leaked_reduce']:.3f}, {result['wall_seconds']:.0f}s", flush=True)

@@ -56,7 +56,9 @@ def test_spaces_and_methods_listings():
     assert spaces["s1"]["ops"]["normal"][12] == ["dil_conv_3x3", "dil_conv_5x5"]
     assert {"darts", "darts-7", "s1", "s2", "s3", "s4", "lhd", "nb201"} <= set(spaces)
     methods = {m["name"]: m for m in json.loads(cli("methods", "--json").stdout)}
-    assert methods["darts-2nd"]["defaults"]["arch_order"] == "second"
+    assert all(methods["darts-2nd"]["defaults"][kind]["arch_order"] == "second" for kind in ("darts", "lhd"))
+    assert methods["lambda-darts"]["defaults"]["nb201"]["epochs"] == 100
+    assert methods["lambda-darts"]["options"]["nb201"]["lambda"] == 0.25
     assert "DARTS" in methods["darts"]["paper"]
 
 

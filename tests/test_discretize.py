@@ -10,7 +10,8 @@ import torch
 
 from robustdarts.discretize import POLICIES, derive, register_policy
 from robustdarts.errors import RobustDartsError
-from robustdarts.genotype import Genotype, genotype_from_pl, load_pl, pl_weights, validate
+from robustdarts.genotype import Genotype, validate
+from robustdarts.lhd_pl import genotype_from_pl, load_pl, pl_weights
 from robustdarts.relax import mixing_weights
 from robustdarts.spaces import get_space
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from robustdarts.errors import RobustDartsError
-from robustdarts.genotype import Genotype, genotype_from_pl, load_pl, parse_darts_text, validate
+from robustdarts.genotype import Genotype, parse_darts_text, validate
+from robustdarts.lhd_pl import genotype_from_pl, load_pl
 from robustdarts.zoo import GENOTYPES, get_genotype
 
 from conftest import LHD_EXAMPLE

@@ -200,7 +200,7 @@ def test_measurement_leaves_the_model_untouched():
         p.grad = torch.full_like(p, 7.0)
     grads = {id(p): (p.grad.clone() if p.grad is not None else None) for p in [*net.parameters(), *arch.parameters()]}
     buffers = {k: v.clone() for k, v in net.state_dict().items()}
-    alphas = arch.flat()
+    alphas = flatten_arch(arch)
     flags = [(m, m.training) for m in net.modules()]
     tracking = [getattr(m, "track_running_stats", None) for m in net.modules()]
 
@@ -212,7 +212,7 @@ def test_measurement_leaves_the_model_untouched():
     for p in [*net.parameters(), *arch.parameters()]:
         before = grads[id(p)]
         assert (p.grad is None and before is None) or torch.equal(p.grad, before)
-    assert torch.equal(arch.flat(), alphas)
+    assert torch.equal(flatten_arch(arch), alphas)
     assert all(m.training == flag for m, flag in flags)
     assert [getattr(m, "track_running_stats", None) for m in net.modules()] == tracking
 
@@ -220,7 +220,9 @@ def test_measurement_leaves_the_model_untouched():
 def test_flat_order_matches_archparams_and_lhd_betas():
     arch = ArchParams("lhd")
     theta = flatten_arch(arch)
-    assert torch.equal(theta, arch.flat())
+    parts = [arch.alphas["normal"], arch.alphas["reduce"], arch.betas["normal"], arch.betas["reduce"]]
+    assert torch.equal(theta, torch.cat([p.detach().reshape(-1) for p in parts]))
+    assert torch.equal(theta, torch.cat([p.detach().reshape(-1) for p in arch.parameters()]))
     alphas, betas = unflatten_arch(theta, arch)
     for c in arch.space.cell_types:
         assert torch.equal(alphas[c], arch.alphas[c]) and torch.equal(betas[c], arch.betas[c])

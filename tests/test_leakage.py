@@ -6,18 +6,15 @@ import pytest
 import torch
 
 from robustdarts.analysis.leakage import leaked_mass, leakage_metrics, node_leaks, onehot_weights
-from robustdarts.config import SearchConfig, build
+from conftest import tiny_config
 from robustdarts.genotype import Genotype
-from robustdarts.methods import get_method
+from robustdarts.methods.recipe import derive_weights
 from robustdarts.search.loop import Search
 from robustdarts.spaces import get_space
 
 
 def tiny_search(space="s3", method="darts", **overrides) -> Search:
-    sizes = dict(method=method, space=space, dataset="synthetic", epochs=1, batch_size=8, init_channels=4,
-                 layers=1 if space == "nb201" else 3, image_size=8, limit_images=32, leakage_every=0)
-    sizes.update(overrides)
-    return Search(build(SearchConfig, sizes, base=dict(get_method(method).defaults)), None, progress=False)
+    return Search(tiny_config(method, space, **overrides), None, progress=False)
 
 
 # ---- leaked mass on hand-made cases -----------------------------------------------------------------------------
@@ -121,7 +118,7 @@ def test_leakage_changes_no_training_state():
     rng = torch.get_rng_state()
     momenta = [m.momentum for m in search.supernet.modules() if hasattr(m, "momentum")]
     search.supernet.train()
-    weights = search.method.derive_weights(search)
+    weights = derive_weights(search.recipe, search.arch.as_dict(), search.epoch)
     metrics = leakage_metrics(search, weights, search.genotype)
     assert {"leaked_normal", "leaked_reduce", "gap", "val_acc_onehot", "val_acc_relaxed"} <= set(metrics)
     after = search.supernet.state_dict()
@@ -135,10 +132,7 @@ def test_leakage_changes_no_training_state():
 
 
 def test_search_logs_leakage_every_epoch(tmp_path):
-    search = Search(build(SearchConfig, dict(method="sp-darts", space="s3", dataset="synthetic", epochs=2,
-                                             batch_size=8, init_channels=4, layers=3, image_size=8, limit_images=32,
-                                             leakage_every=1), base=dict(get_method("sp-darts").defaults)),
-                    tmp_path / "run", progress=False)
+    search = Search(tiny_config("sp-darts", epochs=2, leakage_every=1), tmp_path / "run", progress=False)
     search.run()
     records = search.run_dir.read_metrics()
     assert len(records) == 2

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import pytest
 
-from robustdarts.config import SearchConfig, build
+from conftest import tiny_config
 from robustdarts.genotype import Genotype, validate
-from robustdarts.methods import METHODS, get_method
+from robustdarts.methods import METHODS
 from robustdarts.search.loop import Search
 
 SPACES = ("darts", "darts-7", "s1", "s2", "s3", "s4", "lhd", "nb201")
@@ -33,9 +33,7 @@ def test_method_runs_two_steps_on_space(method, space, tmp_path, monkeypatch):
     if space in LARGE_SPACES:
         import robustdarts.analysis.hessian as hessian
         monkeypatch.setattr(hessian, "arch_hessian", lambda *args, **kwargs: {"eigenvalue": 0.1})
-    sizes = dict(space=space, method=method, dataset="synthetic", epochs=1, batch_size=8, init_channels=4,
-                 layers=1 if space == "nb201" else 3, image_size=8, limit_images=32, leakage_every=0, seed=0)
-    cfg = build(SearchConfig, sizes, base=dict(get_method(method).defaults))
+    cfg = tiny_config(method, space)
     search = Search(cfg, tmp_path / "run", progress=False)
     assert search.train_stream.steps_per_epoch == 2
     genotype = search.run()
@@ -43,5 +41,5 @@ def test_method_runs_two_steps_on_space(method, space, tmp_path, monkeypatch):
     assert Genotype.load(tmp_path / "run" / "genotype.json") == genotype
     records = search.run_dir.read_metrics()
     assert records and records[-1]["epoch"] == 0
-    if getattr(search.method, "train_weights", True):
+    if search.recipe.trains_weights:
         assert all(map(lambda r: r["train_loss"] == r["train_loss"], records))  # not NaN

@@ -7,23 +7,25 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import tiny_config
 from robustdarts.archparams import ArchParams
-from robustdarts.config import SearchConfig, build
-from robustdarts.methods import get_method
+from robustdarts.config import SearchConfig
+from robustdarts.methods import StepContext, genotype_of, make_recipe
 from robustdarts.methods.lambda_darts import alignment, lambda_weight_backward
 from robustdarts.methods.regularized import beta_regularizer
-from robustdarts.methods.sdarts import pgd_attack, rs_perturb
-from robustdarts.relax import arch_weights
+from robustdarts.methods.sdarts import pgd_attack
+from robustdarts.relax import arch_weights, sdarts_rs_perturb
 from robustdarts.search.loop import Search
 from robustdarts.spaces import get_space
 from robustdarts.supernet import Supernet
 
 
 def tiny_cfg(method: str, space: str = "s2", **over) -> SearchConfig:
-    sizes = dict(space=space, method=method, dataset="synthetic", epochs=1, batch_size=16, init_channels=4,
-                 layers=1 if space == "nb201" else 3, image_size=8, limit_images=64, leakage_every=0, seed=0)
-    sizes.update(over)
-    return build(SearchConfig, sizes, base=get_method(method).defaults)
+    return tiny_config(method, space, **{"batch_size": 16, "limit_images": 64, **over})
+
+
+def recipe(method: str, space: str = "s2", **over):
+    return make_recipe(tiny_cfg(method, space, **over))
 
 
 # ------------------------------------------------------------------------------------------------- Λ-DARTS
@@ -126,17 +128,16 @@ def test_lambda_step_adds_regularizer_and_leaves_bn_and_rng_alone():
 
 
 def test_lambda_ramp_and_options():
-    method = get_method("lambda-darts")(tiny_cfg("lambda-darts", epochs=50), get_space("s2"))
+    method = recipe("lambda-darts", epochs=50)
     assert method.lambda_at(0) == 0.0 and method.lambda_at(49) == pytest.approx(0.125)
     assert method.cells == ("normal",)
-    both = get_method("lambda-darts")(tiny_cfg("lambda-darts", method_options={"cells": "all", "reg": "signcorr"}),
-                                      get_space("s2"))
+    both = recipe("lambda-darts", method_options={"cells": "all", "reg": "signcorr"})
     assert both.cells == ("normal", "reduce")
     from robustdarts.errors import RobustDartsError
     with pytest.raises(RobustDartsError, match="reg"):
-        get_method("lambda-darts")(tiny_cfg("lambda-darts", method_options={"reg": "cos"}), get_space("s2"))
+        recipe("lambda-darts", method_options={"reg": "cos"})
     with pytest.raises(RobustDartsError, match="cells"):
-        get_method("lambda-darts")(tiny_cfg("lambda-darts", method_options={"cells": "reduce"}), get_space("nb201"))
+        recipe("lambda-darts", "nb201", method_options={"cells": "reduce"})
 
 
 # ------------------------------------------------------------------------------------------------- SDARTS
@@ -148,7 +149,7 @@ def test_sdarts_rs_stays_on_the_simplex(space_name):
     arch = ArchParams(space, init_std=1.0, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         weights = {k: v.detach() for k, v in arch_weights(arch).items()}
-    perturbed = rs_perturb(space, weights, eps=0.3, generator=torch.Generator().manual_seed(1))
+    perturbed = sdarts_rs_perturb(space, weights, eps=0.3, generator=torch.Generator().manual_seed(1))
     for c in space.cell_types:
         p = perturbed[c]
         assert (p >= 0).all() and (p <= 1).all()
@@ -164,12 +165,12 @@ def test_sdarts_rs_stays_on_the_simplex(space_name):
 
 def test_sdarts_adv_raises_the_training_loss():
     search = Search(tiny_cfg("sdarts-adv", space="s3", epochs=10), None, progress=False)
-    search.epoch = 9  # ε near its maximum
     x, y = next(search.train_stream)
-    method = search.method
-    weights = method.weight_weights(search, 0)
+    method = search.recipe
+    weights = search.relaxed(StepContext(epoch=9, epochs=10), "weight")
     search.supernet.train()
-    attacked = pgd_attack(search, x, y, weights, method.epsilon(search))
+    eps = method.epsilon(9)  # ε near its maximum
+    attacked = pgd_attack(search.supernet, search.forward, search.space, x, y, weights, eps)
     assert search.supernet.training  # train mode restored
     search.supernet.eval()
     with torch.no_grad():
@@ -179,7 +180,7 @@ def test_sdarts_adv_raises_the_training_loss():
     p = attacked["normal"]
     torch.testing.assert_close(p.sum(-1), torch.ones(p.shape[0]))
     assert (p >= 0).all()
-    assert method.epsilon(search) == pytest.approx(0.03 + 0.27 * 9 / 10)
+    assert eps == pytest.approx(0.03 + 0.27 * 9 / 10)
 
 
 # ------------------------------------------------------------------------------------------------- β-DARTS / DARTS-
@@ -189,7 +190,7 @@ def test_sdarts_adv_raises_the_training_loss():
 def test_beta_regularizer_has_the_right_gradient(space_name):
     space = get_space(space_name)
     arch = ArchParams(space, init_std=1.0, generator=torch.Generator().manual_seed(0))
-    reg = beta_regularizer(arch)
+    reg = beta_regularizer(space, dict(arch.alphas), dict(arch.betas))
     assert reg.requires_grad
     grads = torch.autograd.grad(reg, list(arch.alphas.values()) + list(arch.betas.values()))
     assert all(g.abs().sum() > 0 for g in grads)
@@ -214,22 +215,22 @@ def test_beta_regularizer_has_the_right_gradient(space_name):
 
 def test_beta_darts_arch_loss_term():
     search = Search(tiny_cfg("beta-darts", epochs=50), None, progress=False)
-    assert search.method.arch_loss_extra(search) is None  # λ_0 = 0
-    search.epoch = 49
-    term = search.method.arch_loss_extra(search)
-    assert float(term.detach()) == pytest.approx(24.5 * float(beta_regularizer(search.arch).detach()))
+    alphas, betas = dict(search.arch.alphas), dict(search.arch.betas)
+    assert search.recipe.arch_penalty(alphas, betas, StepContext(epoch=0, epochs=50)) is None  # λ_0 = 0
+    term = search.recipe.arch_penalty(alphas, betas, StepContext(epoch=49, epochs=50))
+    expected = 24.5 * float(beta_regularizer(search.space, alphas, betas).detach())
+    assert float(term.detach()) == pytest.approx(expected)
     assert torch.autograd.grad(term, list(search.arch.parameters()))[0].abs().sum() > 0
 
 
 def test_darts_minus_scale_schedule():
     search = Search(tiny_cfg("darts-minus", epochs=50), None, progress=False)
     edge = search.supernet.cells[0].edges[0]
-    assert edge.aux_skip is not None
-    scales = []
-    for e in (0, 25, 49):
-        search.epoch = e
-        scales.append(search.method.aux_skip_scale(search))
+    assert isinstance(edge.extra, torch.nn.Identity)  # the stride-1 auxiliary skip; stride 2: FactorizedReduce
+    assert type(search.supernet.cells[1].edges[0].extra).__name__ == "FactorizedReduce"
+    scales = [search.recipe.extra_scale(StepContext(epoch=e, epochs=50)) for e in (0, 25, 49)]
     assert scales == pytest.approx([1.0, 0.5, 0.02])
+    assert make_recipe(tiny_cfg("darts")).edge_extra is None
 
 
 # ------------------------------------------------------------------------------------------------- DARTS-ES / ADA
@@ -246,7 +247,7 @@ def _genotype_of_archive(search, epoch):
     arch = ArchParams(search.space)
     arch.load_dict(archive[epoch])
     from robustdarts.discretize import derive
-    return derive(search.space, {k: v.detach() for k, v in arch_weights(arch).items()})
+    return derive(search.space, {k: v.detach() for k, v in arch_weights(arch).items()})  # softmax at τ = 1
 
 
 @pytest.mark.parametrize("rule,trigger,stop", [("code", 22, 10), ("paper", 10, 5)])
@@ -310,7 +311,7 @@ def test_darts_ada_rollback_is_exact_and_weight_decay_climbs_to_its_cap(tmp_path
     b.run(stop_after=5)
     b = Search.resume(tmp_path / "b", progress=False)
     _force_eigenvalues(monkeypatch, b)
-    b.method.schedule.index = 2
+    b.recipe.schedule.index = 2
     b.run()
     for (name, pa), pb in zip(a.arch.named_parameters(), b.arch.parameters()):
         assert torch.equal(pa, pb), name
@@ -326,8 +327,10 @@ def test_darts_ada_rollback_is_exact_and_weight_decay_climbs_to_its_cap(tmp_path
 def test_darts_ada_needs_checkpoints_and_eigenvalues():
     from robustdarts.errors import RobustDartsError
     with pytest.raises(RobustDartsError, match="keep_checkpoints"):
-        get_method("darts-ada")(tiny_cfg("darts-ada", keep_checkpoints=5), get_space("s2"))
+        recipe("darts-ada", keep_checkpoints=5)
     with pytest.raises(RobustDartsError, match="hessian_every"):
-        get_method("darts-es")(tiny_cfg("darts-es", hessian_every=0), get_space("s2"))
-    dp = get_method("darts-ada")(tiny_cfg("darts-ada", method_options={"regularizer": "dp"}), get_space("s2"))
+        recipe("darts-es", hessian_every=0)
+    dp = recipe("darts-ada", method_options={"regularizer": "dp"})
     assert dp.schedule.values == (0.0, 0.2, 0.4, 0.6)
+    with pytest.raises(RobustDartsError, match="run directory"):
+        Search(tiny_cfg("darts-ada"), None, progress=False)

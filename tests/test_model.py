@@ -8,7 +8,8 @@ from robustdarts.archparams import ArchParams
 from robustdarts.discretize import derive
 from robustdarts.errors import RobustDartsError
 from robustdarts.evalnet import EvalNetwork
-from robustdarts.genotype import Genotype, genotype_from_pl
+from robustdarts.genotype import Genotype
+from robustdarts.lhd_pl import genotype_from_pl
 from robustdarts.relax import arch_weights, detached
 from robustdarts.spaces import SPACES, get_space, make_op
 from robustdarts.supernet import Supernet, count_op_calls, count_parameters
@@ -159,13 +160,15 @@ def test_unknown_names_are_user_errors():
 
 @pytest.mark.parametrize("space", ["s2", "lhd", "nb201"])
 def test_darts_minus_aux_skip_adds_a_scaled_identity_on_every_edge(space):
+    from robustdarts.methods.regularized import auxiliary_skip
+
     torch.manual_seed(0)
     sp = get_space(space)
-    net = Supernet(space, C=4, layers=1 if sp.kind == "nb201" else 3, aux_skip=True).eval()
+    net = Supernet(space, C=4, layers=1 if sp.kind == "nb201" else 3, edge_extra=auxiliary_skip).eval()
     plain = Supernet(space, C=4, layers=1 if sp.kind == "nb201" else 3).eval()
     if sp.kind != "nb201":  # FactorizedReduce skips on the stride-2 edges of reduction cells
         assert count_parameters(net) > count_parameters(plain)
     arch = ArchParams(space)
     x = torch.randn(2, 3, 8, 8)
     w = detached(arch_weights(arch))
-    assert not torch.allclose(net(x, w, aux_skip_scale=1.0), net(x, w, aux_skip_scale=0.0))
+    assert not torch.allclose(net(x, w, extra_scale=1.0), net(x, w, extra_scale=0.0))

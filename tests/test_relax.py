@@ -235,15 +235,31 @@ def test_simplex_clip_matches_row_loop():
     assert torch.allclose(clipped.sum(-1), torch.ones(40)) and (clipped >= 0).all()
 
 
-def test_sdarts_rs_perturb_bounds_seed_and_dict():
-    probs = torch.softmax(torch.randn(14, 7, generator=torch.Generator().manual_seed(0)), -1).requires_grad_(True)
-    a = sdarts_rs_perturb(probs, 0.1, torch.Generator().manual_seed(5))
-    b = sdarts_rs_perturb({"normal": probs, "reduce": [probs, probs]}, 0.1, torch.Generator().manual_seed(5))
-    assert torch.equal(a, b["normal"]) and not a.requires_grad
-    assert len(b["reduce"]) == 2 and not torch.equal(b["reduce"][0], b["reduce"][1])
-    assert torch.allclose(a.sum(-1), torch.ones(14)) and (a >= 0).all()
-    noise = torch.rand(probs.shape, generator=torch.Generator().manual_seed(5)) * 0.2 - 0.1
-    assert torch.allclose(a, _clip_row_loop(probs.detach() + noise))
+@pytest.mark.parametrize("space_name", ["s3", "darts", "lhd"])
+def test_sdarts_rs_perturb_bounds_seed_and_groups(space_name):
+    """U[−ε, ε] on every edge probability, then the clip of each distribution (rows; LHD node blocks), checked
+    against a per-row loop of the reference's clip; LHD's output weights are left alone."""
+    space = get_space(space_name)
+    gen = torch.Generator().manual_seed(0)
+    alphas = {c: torch.randn(space.alpha_shape(c), generator=gen).requires_grad_(True) for c in space.cell_types}
+    betas = {c: torch.randn(2, space.steps, generator=gen) for c in space.cell_types} if space.kind == "lhd" else {}
+    probs = mixing_weights(space, alphas, betas)
+    a = sdarts_rs_perturb(space, probs, 0.1, torch.Generator().manual_seed(5))
+    b = sdarts_rs_perturb(space, probs, 0.1, torch.Generator().manual_seed(5))
+    for c in space.cell_types:
+        assert torch.equal(a[c], b[c]) and not a[c].requires_grad and (a[c] >= 0).all()
+    noise_gen = torch.Generator().manual_seed(5)
+    for c in space.cell_types:
+        p = probs[c].detach()
+        noisy = p + (torch.rand(p.shape, generator=noise_gen) * 0.2 - 0.1)
+        if space.kind == "lhd":
+            expected = torch.cat([_clip_row_loop(noisy[r.start:r.stop].reshape(1, -1)).reshape(r.stop - r.start, -1)
+                                  for r in map(space.node_edges, range(space.steps))])
+        else:
+            expected = _clip_row_loop(noisy)
+        assert torch.allclose(a[c], expected)
+    for key in set(probs) - set(space.cell_types):
+        assert a[key] is probs[key]
 
 
 def test_project_linf_then_clip():

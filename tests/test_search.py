@@ -12,6 +12,7 @@ from robustdarts.archparams import ArchParams
 from robustdarts.config import SearchConfig, build
 from robustdarts.errors import RobustDartsError
 from robustdarts.relax import arch_weights
+from conftest import tiny_config
 from robustdarts.runs import RunDir, load_tensors
 from robustdarts.search import architect
 from robustdarts.search.loop import Search
@@ -19,10 +20,7 @@ from robustdarts.supernet import Supernet
 
 
 def tiny_cfg(**kw):
-    base = dict(space="s3", dataset="synthetic", epochs=3, batch_size=16, init_channels=4, layers=3, image_size=8,
-                limit_images=96, seed=3, leakage_every=0)
-    base.update(kw)
-    return build(SearchConfig, base)
+    return tiny_config(**{"epochs": 3, "batch_size": 16, "limit_images": 96, "seed": 3, **kw})
 
 
 def test_search_lr_follows_the_closed_form_cosine_of_the_reference_logs():
@@ -170,15 +168,15 @@ def test_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypat
 
 def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     search = Search(tiny_cfg(epochs=3), tmp_path / "r", progress=False)
-    original = search.method.weight_backward
+    original = search.recipe.weight_backward
 
-    def poisoned(s, x, y, w):
-        loss, logits = original(s, x, y, w)
-        if s.epoch == 1 and s.step == 2:
+    def poisoned(supernet, forward, x, y, w, ctx):
+        loss, logits = original(supernet, forward, x, y, w, ctx)
+        if ctx.epoch == 1 and ctx.step == 2:
             loss = loss * float("nan")
         return loss, logits
 
-    monkeypatch.setattr(search.method, "weight_backward", poisoned)
+    monkeypatch.setattr(search.recipe, "weight_backward", poisoned)
     with pytest.raises(RobustDartsError, match="epoch 1, step 2"):
         search.run()
     assert load_tensors(RunDir(tmp_path / "r").checkpoint_path)["epoch"] == 1

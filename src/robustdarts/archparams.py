@@ -29,10 +29,6 @@ class ArchParams(nn.Module):
             for c in self.space.cell_types
         } if self.space.kind == "lhd" else {})
 
-    def flat(self) -> torch.Tensor:
-        """All architecture values in one vector (α of every cell type, then β), detached."""
-        return torch.cat([p.detach().reshape(-1) for p in self.parameters()])
-
     def as_dict(self) -> dict[str, torch.Tensor]:
         """Plain detached tensors keyed 'alpha/normal', 'beta/reduce', ... (the per-epoch archive format)."""
         out = {f"alpha/{c}": p.detach().clone() for c, p in self.alphas.items()}

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import RobustDartsError
+from .errors import RobustDartsError, unknown
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Robust differentiable architecture search: search, derive, train, inspect.")
@@ -49,7 +49,8 @@ def resolve_genotype(spec: str, condition: str = "base"):
 
 
 def _load_genotype(spec: str, condition: str):
-    from .genotype import Genotype, genotype_from_pl
+    from .genotype import Genotype
+    from .lhd_pl import genotype_from_pl
     from .zoo import GENOTYPES, get_genotype
 
     if spec in GENOTYPES:
@@ -68,18 +69,49 @@ def _load_genotype(spec: str, condition: str):
 
 
 def search_config(config: Optional[Path], sets: Optional[List[str]], **flags):
-    """The search config of a command line, later sources winning: SearchConfig's defaults, the method's paper
-    settings, the preset's sizes, the YAML file's fields, the flags given, then ``--set``. Only what the file
-    and the flags actually set counts (a flag left out does not overwrite the file's value)."""
-    from .config import SearchConfig, build, read_fields
-    from .methods import get_method
+    """The search config of a command line, later sources winning: SearchConfig's defaults, the method preset's
+    settings for the space's kind, the preset's sizes, the YAML file's fields, the flags given, then ``--set``.
+    Only what the file and the flags actually set counts (a flag left out does not overwrite the file's value)."""
+    from .config import SearchConfig, read_fields
+    from .methods import search_config as resolve
 
     overrides = read_fields(SearchConfig, config) if config else {}
     overrides.update({k: v for k, v in flags.items() if v is not None})
-    overrides.update(_parse_sets(sets))
+    sets_ = _parse_sets(sets)
+    options = {**(overrides.get("method_options") or {}), **sets_.pop("method_options", {})}
+    overrides.update(sets_)
+    if options:
+        overrides["method_options"] = options
     overrides.setdefault("dataset", "fashion-mnist")  # the CLI's default: the dataset this machine has
-    base = dict(get_method(overrides.get("method", "darts")).defaults)
-    return build(SearchConfig, overrides, "search", base=base)
+    return resolve(overrides)
+
+
+def dry_run_summary(cfg) -> dict:
+    """What a search would run, without running it: the resolved config (as config.yaml would record it), the
+    method's recipe on this space, and the supernet's size (built on the meta device: no memory, no data)."""
+    import dataclasses
+
+    import torch
+
+    from .data import dataset_info
+    from .methods import get_preset, make_recipe, recipe_kind
+    from .spaces import get_space
+    from .supernet import Supernet, count_parameters
+
+    space = get_space(cfg.space)
+    recipe = make_recipe(cfg, space)
+    info = dataset_info(cfg.dataset)
+    with torch.device("meta"):
+        net = Supernet(space, cfg.init_channels, cfg.layers, info.num_classes, info.channels,
+                       edge_extra=recipe.edge_extra)
+    searched = [t for t in net.cell_types if t != "resblock"]
+    preset = get_preset(cfg.method)
+    return {**dataclasses.asdict(cfg),
+            "recipe": {"family": preset.family.__name__, "space_kind": recipe_kind(space), "paper": preset.paper,
+                       "arch_grad": recipe.arch_grad, "arch_update": recipe.arch_update,
+                       "cutout_rule": recipe.cutout_rule, "step_order": cfg.step_order},
+            "supernet_params": count_parameters(net), "cells": len(searched),
+            "cells_per_type": {t: searched.count(t) for t in dict.fromkeys(searched)}}
 
 
 @app.command()
@@ -94,7 +126,7 @@ def search(
     epochs: Optional[int] = typer.Option(None),
     batch_size: Optional[int] = typer.Option(None),
     channels: Optional[int] = typer.Option(None, help="initial channels C"),
-    layers: Optional[int] = typer.Option(None, help="cells"),
+    layers: Optional[int] = typer.Option(None, help="cells (nb201: cells per stage)"),
     data_dir: Optional[str] = typer.Option(None),
     device: Optional[str] = typer.Option(None),
     config: Optional[Path] = typer.Option(None, help="YAML file of config fields"),
@@ -102,11 +134,30 @@ def search(
     draw: Optional[Path] = typer.Option(None, help="draw the found cells to FILE.png or FILE.svg"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
     progress: bool = typer.Option(True, help="live progress bars"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved config, recipe and supernet size; "
+                                                          "write nothing"),
 ):
     """Search an architecture; writes config, metrics, α archive, genotype and checkpoints to the run directory."""
     from .search.loop import Search
 
     show = progress and not as_json
+    if dry_run:
+        if resume is not None:
+            raise RobustDartsError("--dry-run resolves a new search's config; drop --resume (the run's config.yaml "
+                                   "already holds its resolved config).")
+        cfg = search_config(config, set_, space=space, method=method, dataset=dataset, preset=preset, seed=seed,
+                            epochs=epochs, batch_size=batch_size, init_channels=channels, layers=layers,
+                            data_dir=data_dir, device=device)
+        summary = dry_run_summary(cfg)
+        if as_json:
+            print(json.dumps(summary, default=str))
+        else:
+            from .config import to_yaml
+            console.print(to_yaml(cfg), highlight=False, markup=False)
+            console.print(f"recipe: {summary['recipe']}", highlight=False, markup=False)
+            console.print(f"supernet: {summary['cells']} search cells {summary['cells_per_type']}, "
+                          f"{summary['supernet_params']:,} weight parameters", highlight=False)
+        return
     if resume is not None:
         run = Search.resume(resume, console=err_console if as_json else console, progress=show)
     else:
@@ -225,7 +276,7 @@ def show(
     geno = resolve_genotype(genotype, condition)
     classes = {"cifar10": 10, "cifar100": 100, "svhn": 10, "imagenet": 1000, "fashion-mnist": 10}
     if dataset not in classes:
-        raise RobustDartsError(f"unknown dataset {dataset!r} for show; choose one of: {', '.join(classes)}.")
+        raise unknown("dataset", dataset, classes, where="for show")
     imagenet = dataset == "imagenet"
     if imagenet and geno.kind != "darts":
         raise RobustDartsError(f"the ImageNet macro needs a darts-kind genotype, not {geno.kind}; pick another dataset.")
@@ -280,21 +331,43 @@ def spaces(as_json: bool = typer.Option(False, "--json")):
 
 
 @app.command()
-def methods(as_json: bool = typer.Option(False, "--json")):
-    """List the method presets with their paper and defaults."""
-    from .methods import METHODS
+def methods(
+    name: Optional[str] = typer.Argument(None, help="one method, shown in full"),
+    space: Optional[str] = typer.Option(None, help="show the effective recipe on this space"),
+    filter_: Optional[str] = typer.Option(None, "--filter", help="shell pattern of names, e.g. 'sp-*'"),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """List the method presets (paper, family, settings); with --space, the settings each uses on that space."""
+    from .methods import KINDS, get_preset, list_methods, search_config as resolve
 
-    rows = [{"name": m.name, "paper": m.paper, "summary": m.summary, "defaults": m.defaults, "options": m.options}
-            for m in METHODS.values()]
+    names = [get_preset(name).name] if name else list_methods(filter_)
+    if filter_ and not names:
+        raise RobustDartsError(f"no method matches {filter_!r}; run robustdarts methods for the names.")
+    rows = []
+    for n in names:
+        preset = get_preset(n)
+        row = {"name": n, "family": preset.family.__name__, "paper": preset.paper, "summary": preset.summary,
+               "defaults": {k: preset.settings(k)[0] for k in KINDS},
+               "options": {k: preset.settings(k)[1] for k in KINDS}}
+        if space is not None:
+            cfg = resolve({"method": n, "space": space})
+            from .config import SearchConfig
+            base = SearchConfig()
+            row["space"] = space
+            row["effective"] = {k: v for k, v in vars(cfg).items()
+                                if k not in ("space", "method", "method_options") and v != getattr(base, k)}
+            row["effective_options"] = cfg.method_options
+        rows.append(row)
     if as_json:
         print(json.dumps(rows, default=str))
         return
-    table = Table(title="methods")
-    for col in ("name", "summary", "paper", "config defaults", "options"):
+    table = Table(title=f"methods on {space}" if space else "methods")
+    for col in ("name", "summary", "settings" if space else "family"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["name"], r["summary"], r["paper"], ", ".join(f"{k}={v}" for k, v in r["defaults"].items()),
-                      ", ".join(f"{k}={v}" for k, v in r["options"].items()))
+        third = (", ".join(f"{k}={v}" for k, v in {**r["effective"], **r["effective_options"]}.items())
+                 if space else r["family"])
+        table.add_row(r["name"], r["summary"], third)
     console.print(table)
 
 

@@ -6,7 +6,6 @@ epochs, images), never the algorithm; a method preset (methods/) changes the alg
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any, get_type_hints
 
 import yaml
 
-from .errors import RobustDartsError
+from .errors import RobustDartsError, unknown
 
 
 @dataclass
@@ -47,7 +46,11 @@ class SearchConfig:
     arch_beta1: float = 0.5
     arch_beta2: float = 0.999
     arch_weight_decay: float = 1e-3
-    arch_order: str = "first"  # first | second (DARTS unrolled) | mixed (MiLeNAS) | none
+    arch_order: str = "first"  # first | second (DARTS unrolled) | mixed (MiLeNAS) | single (one train pass) | none
+    mixed_lambda: float = 1.0  # λ of the mixed-level arch gradient ∇α L_val + λ·∇α L_train (MiLeNAS)
+    # arch-first: α step then weight step (DARTS); weight-first: the AutoDL NAS-Bench-201 code's order
+    step_order: str = "arch-first"
+    nesterov: bool = False  # Nesterov momentum in the weight SGD (the AutoDL NAS-Bench-201 configs)
     tau: float = 1.0  # softmax temperature of the plain relaxation
     # search-time regularization (R-DARTS DP ramps drop path and cutout together)
     drop_path: float = 0.0
@@ -59,6 +62,9 @@ class SearchConfig:
     # between 0.5x and 3x the 16-batch value at the same epoch (docs/collapse.md): average more at small batches.
     hessian_batches: int = 1
     hessian_bn_mode: str = "train"
+    # softmax: RobustDARTS' protocol, softmax(α) at τ = 1 for every method, so λ_max compares across methods;
+    # method: the method's own deterministic relaxation (its 'eval' weights: SP-DARTS' τ, DrNAS' mean, GAEA's α)
+    hessian_relax: str = "softmax"
     leakage_every: int = 1  # discretization gap and leaked mass; 0 = off
     keep_checkpoints: int = 0  # per-epoch checkpoints kept for rollback (DARTS-ADA needs the last ~13)
     method_options: dict[str, Any] = field(default_factory=dict)
@@ -111,8 +117,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def _coerce(cls, name: str, value: Any) -> Any:
-    """Turn a CLI/YAML value into the field's type, or say which field is wrong."""
+def coerce_field(cls, name: str, value: Any, what: str = "config field") -> Any:
+    """Turn a CLI/YAML value into the declared type of dataclass ``cls``'s field ``name``, or say which is wrong."""
     hint = get_type_hints(cls)[name]
     if value is None:
         return None
@@ -126,9 +132,9 @@ def _coerce(cls, name: str, value: Any) -> Any:
                     return False
                 raise ValueError(value)
             return bool(value)
+        if isinstance(value, str) and value.lower() == "none" and "None" in text:
+            return None
         if hint is int or text.startswith("int"):
-            if isinstance(value, str) and value.lower() == "none" and "None" in text:
-                return None
             return int(value)
         if hint is float or text.startswith("float"):
             return float(value)
@@ -136,11 +142,13 @@ def _coerce(cls, name: str, value: Any) -> Any:
             if not isinstance(value, dict):
                 raise ValueError(value)
             return dict(value)
-        if isinstance(value, str) and value.lower() == "none" and "None" in text:
-            return None
+        if text.startswith(("tuple", "list")):
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, (int, float)) for v in value):
+                raise ValueError(value)
+            return tuple(float(v) for v in value)
         return str(value) if not isinstance(value, str) else value
     except (TypeError, ValueError):
-        raise RobustDartsError(f"config field {name!r} needs a value of type {text}, got {value!r}.") from None
+        raise RobustDartsError(f"{what} {name!r} needs a value of type {text}, got {value!r}.") from None
 
 
 def build(cls, overrides: dict[str, Any] | None = None, kind: str = "search", base: dict[str, Any] | None = None):
@@ -155,14 +163,10 @@ def build(cls, overrides: dict[str, Any] | None = None, kind: str = "search", ba
     preset = overrides.get("preset")
     if preset is not None:
         if preset not in PRESETS:
-            raise RobustDartsError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}.")
+            raise unknown("preset", preset, PRESETS)
         values.update(PRESETS[preset][kind])
     values.update(overrides)
-    return cls(**{k: _coerce(cls, k, v) for k, v in values.items()})
-
-
-def replace(cfg, **changes):
-    return dataclasses.replace(cfg, **{k: _coerce(type(cfg), k, v) for k, v in changes.items()})
+    return cls(**{k: coerce_field(cls, k, v) for k, v in values.items()})
 
 
 def to_yaml(cfg) -> str:
@@ -198,7 +202,7 @@ def read_fields(cls, path: str | Path) -> dict[str, Any]:
     bad = sorted(set(data) - names)
     if bad:
         raise RobustDartsError(f"config file {path} has unknown field {bad[0]!r}; fields are: {', '.join(sorted(names))}.")
-    return {k: _coerce(cls, k, v) for k, v in data.items()}
+    return {k: coerce_field(cls, k, v) for k, v in data.items()}
 
 
 def load_yaml(cls, path: str | Path):

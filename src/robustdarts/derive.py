@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
-from .archparams import ArchParams
 from .config import SearchConfig
-from .discretize import derive
 from .errors import RobustDartsError
-from .methods import get_method
+from .methods import genotype_of, make_recipe
 from .runs import RunDir
 from .spaces import get_space
 
@@ -22,7 +19,7 @@ def derive_from_run(run_dir: str | Path, epoch: int | None = None, policy: str |
     cfg = run.load_config(SearchConfig)
     archive, _ = run.load_archive()
     space = get_space(cfg.space)
-    method = get_method(cfg.method)(cfg, space)
+    recipe = make_recipe(cfg, space)
     trained = {e: a for e, a in archive.items() if e >= 0}
     if policy == "selective-stop":
         from .analysis.selective_stop import selective_stop_epoch
@@ -34,8 +31,5 @@ def derive_from_run(run_dir: str | Path, epoch: int | None = None, policy: str |
     if epoch not in archive:
         raise RobustDartsError(f"the archive of {run_dir} has no epoch {epoch}; available: "
                                f"{min(archive)}..{max(archive)}.")
-    arch = ArchParams(space)
-    arch.load_dict(archive[epoch])
-    weights = method.derive_weights(SimpleNamespace(arch=arch, epoch=epoch, cfg=cfg, space=space))
     options = {"condition": condition} if condition else {}
-    return derive(space, weights, policy, **options), epoch
+    return genotype_of(archive[epoch], recipe, space, epoch, policy, **options), epoch

@@ -13,9 +13,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import RobustDartsError
+from .layers import ResBlock, count_parameters, drop_path, reduction_layers
 from .spaces import make_op
 from .spaces.ops import FactorizedReduce, relu_conv_bn
-from .supernet import ResBlock, count_parameters, drop_path, reduction_layers
 
 
 class _GenotypeCell(nn.Module):

@@ -15,7 +15,7 @@ NAS-Bench-201 strings). Nodes are 0-based intermediate nodes everywhere.
 
 Text formats read without ``eval``: the DARTS ``Genotype(normal=[...], normal_concat=range(2, 6), ...)`` repr
 (parsed with ``ast`` and ``ast.literal_eval`` on sub-nodes) and NAS-Bench-201 ``|op~0|+|op~0|op~1|+...`` strings.
-LHD ``.pl`` files are read through the restricted unpickler (numpy arrays only).
+LHD ``.pl`` files (probabilities, not a genotype) are read and discretized by ``lhd_pl``.
 """
 
 from __future__ import annotations
@@ -24,16 +24,14 @@ import ast
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
-import torch
 
+from .atomic import atomic_write_text
 from .errors import RobustDartsError, unknown
-from .safepickle import safe_load
 from .spaces.ops import OPS
 from .spaces.registry import SPACES, Space, get_space
 
@@ -264,7 +262,9 @@ class Genotype:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the JSON atomically: a reader never sees a half-written file and an old file survives a crash."""
-        return _atomic_write_text(Path(path), self.to_json())
+        path = Path(path)
+        atomic_write_text(path, self.to_json())
+        return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Genotype":
@@ -456,81 +456,3 @@ def parse_darts_text(text: str, source: str = "DARTS genotype text", space: str 
     lhd = "normal_output" in fields or "reduce_output" in fields or (
         isinstance(normal, (list, tuple)) and any(isinstance(g, (list, tuple)) and len(g) == 3 for g in normal))
     return Genotype.from_dict({"kind": "lhd" if lhd else "darts", "space": space, **fields}, source)
-
-
-# ---- files ---------------------------------------------------------------------------------------------------
-def _atomic_write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-# ---- LHD .pl importer ----------------------------------------------------------------------------------------
-PL_FIELDS = ("P_normal", "P_reduce", "O_normal", "O_reduce")
-_PL_LAYOUT = "a list of 4 float arrays: P_normal 20x7, P_reduce 20x7, O_normal 2x5, O_reduce 2x5"
-
-
-def load_pl(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read an LHD ``.pl`` file (spec L §1.5) into float32 tensors ``P_normal``, ``P_reduce`` (20x7 node-joint
-    probabilities), ``O_normal``, ``O_reduce`` (2x5: softmax over nodes for the sum output, sigmoid gates).
-
-    The pickle goes through the restricted unpickler: a file that names anything but numpy arrays is refused
-    before anything in it runs."""
-    name = str(path)
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise RobustDartsError(f"cannot read LHD architecture file {name!r} ({e.strerror or e}); give an existing "
-                               f".pl file.") from None
-    arrays = safe_load(data, source=f"LHD architecture file {name!r}")
-    if not isinstance(arrays, (list, tuple)) or len(arrays) != 4:
-        raise RobustDartsError(f"{name!r} holds {type(arrays).__name__} of length "
-                               f"{len(arrays) if hasattr(arrays, '__len__') else '?'}, but an LHD .pl file holds "
-                               f"{_PL_LAYOUT}.")
-    space = get_space("lhd")
-    shapes = {"P_normal": space.alpha_shape("normal"), "P_reduce": space.alpha_shape("reduce"),
-              "O_normal": (2, space.steps), "O_reduce": (2, space.steps)}
-    out = {}
-    for key, array in zip(PL_FIELDS, arrays):
-        if not isinstance(array, np.ndarray) or array.dtype.kind != "f" or array.shape != shapes[key]:
-            got = (f"{array.dtype} array of shape {array.shape}" if isinstance(array, np.ndarray)
-                   else type(array).__name__)
-            raise RobustDartsError(f"{name!r}: {key} is a {got}, but an LHD .pl file holds {_PL_LAYOUT}.")
-        # Probabilities, not logits: a file of logits would be ranked the same per node but break the thresholds.
-        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
-            raise RobustDartsError(f"{name!r}: {key} has values outside [0, 1]; an LHD .pl file stores "
-                                   f"probabilities and gates, not logits.")
-        out[key] = torch.from_numpy(np.array(array, dtype=np.float32))
-    for cell in ("normal", "reduce"):
-        P, O = out[f"P_{cell}"], out[f"O_{cell}"]
-        sums = [float(P[r.start:r.stop].sum()) for r in map(space.node_edges, range(space.steps))]
-        if max(abs(s - 1) for s in sums + [float(O[0].sum())]) > 1e-3:
-            raise RobustDartsError(f"{name!r}: a node block of P_{cell} or the row O_{cell}[0] does not sum to 1 "
-                                   f"(node sums {[round(s, 4) for s in sums]}); the file must hold softmax "
-                                   f"probabilities.")
-    return out
-
-
-def pl_weights(pl: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The mixing-weights dict that ``discretize.derive`` takes, from ``load_pl``'s arrays."""
-    weights = {}
-    for cell in ("normal", "reduce"):
-        weights[cell] = pl[f"P_{cell}"]
-        weights[f"{cell}_sum"], weights[f"{cell}_cat"] = pl[f"O_{cell}"][0], pl[f"O_{cell}"][1]
-    return weights
-
-
-def genotype_from_pl(path: str | os.PathLike, condition: str = "base", **options) -> Genotype:
-    """Load an LHD ``.pl`` file and discretize it under ``condition`` (base, 3ops, 4out, 1m; spec L §2.2)."""
-    from .discretize import derive  # discretize builds Genotypes, so import it lazily
-
-    return derive("lhd", pl_weights(load_pl(path)), policy="lhd", condition=condition, **options)

@@ -297,32 +297,24 @@ def simplex_clip(p: torch.Tensor) -> torch.Tensor:
     return clipped / clipped.sum(dim=-1, keepdim=True)
 
 
-def _map_weights(weights, fn):
-    if isinstance(weights, torch.Tensor):
-        return fn(weights)
-    return {k: ([fn(t) for t in v] if isinstance(v, (list, tuple)) else fn(v)) for k, v in weights.items()}
-
-
 @torch.no_grad()
-def sdarts_rs_perturb(weights: torch.Tensor | Mapping[str, torch.Tensor], eps: float,
-                      generator: torch.Generator | None = None):
-    """SDARTS-RS: add U[−ε, ε] noise to the probabilities, then ``simplex_clip`` (Chen & Hsieh, ICML 2020).
-
-    ``weights`` is one (edges, ops) probability tensor or a weights dict (each tensor, and each per-cell copy in a
-    list, is perturbed). The result has no graph: it feeds the weight step only. Rows are the simplexes, so use it
-    on per-edge layouts (the SDARTS spaces), not LHD's node-joint blocks. ε follows ``schedules.SdartsEpsilon``.
-    """
-    def perturb(p: torch.Tensor) -> torch.Tensor:
+def sdarts_rs_perturb(space: Space, weights: Mapping[str, torch.Tensor], eps: float,
+                      generator: torch.Generator | None = None) -> Weights:
+    """SDARTS-RS: U[−ε, ε] noise on every edge probability, then ``simplex_clip`` of each distribution (edge rows;
+    LHD's node blocks). Only the cell types' edge weights are perturbed: LHD's sum-output softmax and concat gates
+    stay as they are (SDARTS never defined them). No graph: the result feeds the weight step only."""
+    out = dict(weights)
+    for c in space.cell_types:
+        p = weights[c].detach()
         noise = torch.rand(p.shape, generator=generator, dtype=p.dtype, device=p.device) * (2 * eps) - eps
-        return simplex_clip(p.detach() + noise)
+        out[c] = per_group(space, simplex_clip, p + noise)
+    return out
 
-    return _map_weights(weights, perturb)
 
-
-def project_linf(p: torch.Tensor, center: torch.Tensor, eps: float) -> torch.Tensor:
+def project_linf(p: torch.Tensor, center: torch.Tensor, eps: float, space: Space | None = None) -> torch.Tensor:
     """SDARTS-ADV projection after each PGD step: into the L∞ ε-ball around ``center`` (the unperturbed
-    probabilities), then ``simplex_clip``."""
-    return simplex_clip(torch.minimum(torch.maximum(p, center - eps), center + eps))
+    probabilities), then ``simplex_clip`` of each distribution."""
+    return per_group(space, simplex_clip, torch.minimum(torch.maximum(p, center - eps), center + eps))
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -7,42 +7,19 @@ previous file intact. Checkpoints hold tensors and plain data only and load with
 from __future__ import annotations
 
 import json
-import os
 import platform
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from . import __version__
+from .atomic import atomic_write, atomic_write_text  # re-exported: methods and examples import them from here
 from .config import load_yaml, to_yaml
 from .errors import RobustDartsError
 
 CHECKPOINT_FORMAT = "robustdarts-checkpoint-v1"
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(file_object)`` on a temp file next to ``path`` and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def save_tensors(path: Path, obj: dict) -> None:
@@ -156,11 +133,3 @@ class RunDir:
     def load_archive(self) -> tuple[dict[int, dict[str, torch.Tensor]], dict]:
         obj = load_tensors(self.archive_path, "architecture archive")
         return {int(k): v for k, v in obj["epochs"].items()}, obj.get("meta", {})
-
-
-class Timer:
-    def __init__(self):
-        self.start = time.perf_counter()
-
-    def __call__(self) -> float:
-        return time.perf_counter() - self.start

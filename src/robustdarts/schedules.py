@@ -31,28 +31,6 @@ def cosine_lr(epoch: int, lr_max: float = 0.025, eta_min: float = 0.001, epochs:
 
 
 @dataclass(frozen=True)
-class CosineLR:
-    """Per-epoch cosine learning rate (DARTS search defaults: 0.025 → 0.001 over 50 epochs)."""
-
-    lr_max: float = 0.025
-    eta_min: float = 0.001
-    epochs: int = 50
-
-    def __call__(self, epoch: int) -> float:
-        return cosine_lr(epoch, self.lr_max, self.eta_min, self.epochs)
-
-
-@dataclass(frozen=True)
-class ConstantLR:
-    """A constant learning rate (SP-DARTS, SS-DARTS, the LR-swap setups: the references' cosine with eta_min = lr)."""
-
-    lr: float = 0.025
-
-    def __call__(self, epoch: int) -> float:
-        return self.lr
-
-
-@dataclass(frozen=True)
 class LinearRamp:
     """value(e) = max_value · e/(E − 1): 0 at the first epoch, max_value at the last.
 
@@ -319,6 +297,5 @@ def sparsity_preset(name: str) -> MixedSparsity:
     return SPARSITY_PRESETS[name]
 
 
-__all__ = ["cosine_lr", "CosineLR", "ConstantLR", "LinearRamp", "SdartsEpsilon", "ExponentialTau", "log_decay_tau",
-           "CyclicLogTau", "GdasTau", "mean_edge_entropy", "EntropyAdaptiveTau", "MixedSparsity",
-           "SPARSITY_PRESETS", "sparsity_preset"]
+__all__ = ["cosine_lr", "LinearRamp", "SdartsEpsilon", "ExponentialTau", "log_decay_tau", "CyclicLogTau", "GdasTau",
+           "mean_edge_entropy", "EntropyAdaptiveTau", "MixedSparsity", "SPARSITY_PRESETS", "sparsity_preset"]

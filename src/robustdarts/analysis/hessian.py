@@ -53,7 +53,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call, grad, jvp, vmap
 
-from ..errors import RobustDartsError
+from ..errors import RobustDartsError, unknown
+from ..preserve import preserved
 from ..relax import mixing_weights
 
 EXACT_MAX_N = 512  # "auto" builds the full Hessian up to this many coordinates (n HVPs), Lanczos beyond
@@ -238,7 +239,7 @@ def power_top_eigenvalue(hvp: Hvp, n: int, iters: int = 100, generator: torch.Ge
 
 def _resolve_method(method: str, n: int, exact_max_n: int) -> str:
     if method not in METHODS:
-        raise RobustDartsError(f"unknown eigenvalue method {method!r}; choose one of: {', '.join(METHODS)}.")
+        raise unknown("eigenvalue method", method, METHODS)
     if method == "auto":
         return "exact" if n <= exact_max_n else "lanczos"
     return method
@@ -262,25 +263,24 @@ def dominant_eigenvalue(fn: ScalarFn, theta: torch.Tensor, method: str = "auto",
 @contextlib.contextmanager
 def measurement_mode(module: nn.Module, bn_mode: str) -> Iterator[None]:
     """Put ``module`` in train or eval mode for a measurement without letting BN write its running statistics,
-    then restore every submodule's flags exactly (a module tree may mix train and eval submodules)."""
+    then restore every submodule's flags and buffers exactly (a module tree may mix train and eval submodules).
+    The RNG is the caller's business: the loss functions fork it themselves."""
     if bn_mode not in BN_MODES:
-        raise RobustDartsError(f"unknown BN mode {bn_mode!r}; choose one of: {', '.join(BN_MODES)}.")
-    modes = [(m, m.training) for m in module.modules()]
+        raise unknown("BN mode", bn_mode, BN_MODES)
     bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     tracking = [(m, m.track_running_stats) for m in bns]
-    try:
-        module.train(bn_mode == "train")
-        if bn_mode == "train":
-            # Train-mode BN with tracking off normalizes by batch statistics and writes nothing (an in-place
-            # buffer update would also be illegal for the batched tangents of vmap).
-            for m in bns:
-                m.track_running_stats = False
-        yield
-    finally:
-        for m, flag in tracking:
-            m.track_running_stats = flag
-        for m, flag in modes:
-            m.training = flag
+    with preserved(module, rng=False):
+        try:
+            module.train(bn_mode == "train")
+            if bn_mode == "train":
+                # Train-mode BN with tracking off normalizes by batch statistics and writes nothing (an in-place
+                # buffer update would also be illegal for the batched tangents of vmap).
+                for m in bns:
+                    m.track_running_stats = False
+            yield
+        finally:
+            for m, flag in tracking:
+                m.track_running_stats = flag
 
 
 def _arch_shapes(arch) -> tuple[list[tuple[str, torch.Size]], list[tuple[str, torch.Size]]]:
@@ -288,7 +288,7 @@ def _arch_shapes(arch) -> tuple[list[tuple[str, torch.Size]], list[tuple[str, to
 
 
 def flatten_arch(arch) -> torch.Tensor:
-    """α of every cell type (in the space's order), then β: the same order as ``ArchParams.flat()``; detached."""
+    """α of every cell type (in the space's order), then β: the order of ``ArchParams.parameters()``; detached."""
     return torch.cat([p.detach().reshape(-1) for p in [*arch.alphas.values(), *arch.betas.values()]])
 
 

@@ -40,14 +40,14 @@ the batches are the first ones of each half, in order, without augmentation).
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 import torch.nn as nn
 
 from ..data.augment import Normalize
 from ..genotype import Genotype
+from ..preserve import preserved
 from ..spaces import Space, get_space
 
 CALIBRATION_BATCHES = 4
@@ -156,47 +156,31 @@ def _batch_norms(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 
-@contextmanager
-def preserved_state(module: nn.Module) -> Iterator[None]:
-    """Restore the module's BN buffers (in place), BN momenta, train/eval mode and the RNG state on exit."""
-    norms = _batch_norms(module)
-    saved = [(m.momentum, [b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)]) for m in norms]
-    modes = [(m, m.training) for m in module.modules()]
-    cpu_rng = torch.get_rng_state()
-    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for m, (momentum, buffers) in zip(norms, saved):
-                m.momentum = momentum
-                for current, old in zip((m.running_mean, m.running_var, m.num_batches_tracked), buffers):
-                    current.copy_(old)
-        for m, mode in modes:
-            m.training = mode
-        torch.set_rng_state(cpu_rng)
-        if cuda_rng is not None:
-            torch.cuda.set_rng_state_all(cuda_rng)
-
-
 @torch.no_grad()
 def recalibrated_accuracy(supernet: nn.Module, weights: Mapping, calibration: Sequence, evaluation: Sequence) -> float:
     """Accuracy of ``supernet(x, weights)`` after re-estimating every BN's statistics on ``calibration``.
 
-    Changes the BN buffers and the mode: call it inside ``preserved_state``.
+    Changes the BN buffers and the mode: call it inside ``preserve.preserved``. The BN momenta come back as they
+    were (the recalibration needs a cumulative average, momentum None).
     """
-    for m in _batch_norms(supernet):
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the calibration batches
-    supernet.train()
-    for x, _ in calibration:
-        supernet(x, weights)
-    supernet.eval()
-    correct = seen = 0
-    for x, y in evaluation:
-        correct += int((supernet(x, weights).argmax(1) == y).sum())
-        seen += len(y)
-    return correct / max(seen, 1)
+    norms = _batch_norms(supernet)
+    momenta = [m.momentum for m in norms]
+    try:
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batches
+        supernet.train()
+        for x, _ in calibration:
+            supernet(x, weights)
+        supernet.eval()
+        correct = seen = 0
+        for x, y in evaluation:
+            correct += int((supernet(x, weights).argmax(1) == y).sum())
+            seen += len(y)
+        return correct / max(seen, 1)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
 
 
 def discretization_gap(search, weights: Mapping, genotype: Genotype, calibration_batches: int = CALIBRATION_BATCHES,
@@ -211,7 +195,7 @@ def discretization_gap(search, weights: Mapping, genotype: Genotype, calibration
     onehot = onehot_weights(search.space, genotype, dtype=dtype, device=device)
     relaxed = {k: ([t.detach().to(device, dtype) for t in v] if isinstance(v, (list, tuple))
                    else torch.as_tensor(v).detach().to(device, dtype)) for k, v in weights.items()}
-    with preserved_state(supernet):
+    with preserved(supernet, device=device):
         relaxed_acc = recalibrated_accuracy(supernet, relaxed, calibration, evaluation)
         onehot_acc = recalibrated_accuracy(supernet, onehot, calibration, evaluation)
     return {"val_acc_relaxed": relaxed_acc, "val_acc_onehot": onehot_acc, "gap": relaxed_acc - onehot_acc}
@@ -228,5 +212,5 @@ def leakage_metrics(search, weights: Mapping, genotype: Genotype, calibration_ba
     return metrics
 
 
-__all__ = ["kept_pairs", "consumed_nodes", "onehot_weights", "node_leaks", "leaked_mass", "preserved_state",
-           "recalibrated_accuracy", "discretization_gap", "leakage_metrics", "CALIBRATION_BATCHES", "EVAL_BATCHES"]
+__all__ = ["kept_pairs", "consumed_nodes", "onehot_weights", "node_leaks", "leaked_mass", "recalibrated_accuracy",
+           "discretization_gap", "leakage_metrics", "CALIBRATION_BATCHES", "EVAL_BATCHES"]

@@ -1,38 +1,42 @@
-"""DARTS first and second order, and the random baseline."""
+"""DARTS (first and second order, mixed level, RobustDARTS' L2 / DP presets) and the random baseline.
+
+DARTS itself is the base ``Recipe``: softmax(α) mixing weights, an Adam arch step on a validation batch, an SGD
+weight step on a training batch. Its variants differ only in config fields (arch_order, weight_decay, drop_path,
+cutout), which the preset table sets per space; the two families here differ in which cutout rule their code
+follows.
+"""
 
 from __future__ import annotations
 
-from . import register
-from .base import Method
+import torch
+
+from .recipe import Recipe
 
 
-@register
-class Darts(Method):
-    """First-order DARTS (Liu et al., ICLR 2019; quark0/darts), defaults of spec D §1.4."""
+class Darts(Recipe):
+    """DARTS (Liu et al., ICLR 2019; quark0/darts). Search cutout, when asked for, applies to every batch, as the
+    DARTS code's ``--cutout`` does. MiLeNAS (He et al., CVPR 2020) is this family with ``arch_order: mixed``
+    (λ = ``mixed_lambda``)."""
 
 
-@register
-class Darts2(Method):
-    name = "darts-2nd"
-    summary = "second-order (unrolled) DARTS with a finite-difference Hessian-vector product"
-    defaults = {"arch_order": "second"}
+class RobustDarts(Darts):
+    """RobustDARTS' DARTS (Zela et al., ICLR 2020; automl/RobustDARTS ``src/search/train_search.py``): cutout is
+    switched on with search-time drop path only, and its probability ramps like the drop path, e/(E − 1)."""
+
+    cutout_rule = "with-drop-path"
 
 
-@register
-class RandomArch(Method):
-    """LHD's random baseline: no training at all; α ~ 0.1·N(0,1) (and β), then the usual discretization."""
+class RandomArch(Recipe):
+    """LHD's random baseline: no training at all; α ~ 0.1·N(0,1) (and β) from the run seed, then the usual
+    discretization."""
 
-    name = "random"
-    paper = "Li & Talwalkar, Random Search and Reproducibility for NAS (UAI 2019); LHD random baseline"
-    summary = "no training: α, β ~ 0.1·N(0,1) from the seed, discretized like any other method"
-    defaults = {"arch_order": "none", "epochs": 1}
+    trains_weights = False
 
-    train_weights = False
-
-    def setup(self, search) -> None:
-        import torch
-
+    def init_arch(self, alphas, betas) -> None:
         gen = torch.Generator().manual_seed(self.cfg.seed)
         with torch.no_grad():
-            for p in search.arch.parameters():
-                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+            for p in [*alphas.values(), *betas.values()]:
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen).to(p))
+
+
+__all__ = ["Darts", "RobustDarts", "RandomArch"]

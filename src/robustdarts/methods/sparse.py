@@ -1,6 +1,6 @@
 """Small-temperature methods of Zhang & Ding: SP-DARTS mixed sparsity and the small-temperature softmax.
 
-Two τ sources share one relaxation part (``TemperedMethod``):
+Two τ sources share one relaxation part (``Tempered``):
 
 - **SP-DARTS** (arXiv 2306.06858, "Robustifying DARTS by Eliminating Information Bypass Leakage via Explicit Sparse
   Regularization"; code chaoji90/SP-DARTS and LHD ``search/SP-DARTS``; spec L §4, §5.2): after a dense warmup at
@@ -25,9 +25,9 @@ the logit of each probability, z_o − logsumexp_{j≠o} z_j with z = α/τ, whi
 nudges the float values by less than 1e-9 so that any policy's comparisons follow that exact order. Remaining ties
 (exactly equal logits) go to the lower index, as every policy here does.
 
-Deviations, on purpose: the NB201 reference takes the weight step before the arch step (our loop always takes the
-arch step first) and uses Nesterov momentum (our SGD has none); the NB201 warmup τ is the code's undefined 10·τ,
-read as 10 (spec L §8 item 21); when ``epochs`` differs from the preset's 50, the C_e ramp (and the "-100" freeze
+The NB201 presets take the weight step before the arch step and use Nesterov momentum, as their AutoDL code does
+(``step_order: weight-first``, ``nesterov: true`` in the preset table). Deviations, on purpose: the NB201 warmup τ
+is the code's undefined 10·τ, read as 10 (spec L §8 item 21); when ``epochs`` differs from the preset's 50, the C_e ramp (and the "-100" freeze
 epoch) is stretched to the run's length, so C_e still reaches its final value at the last epoch, while the warmup
 length stays the paper's.
 """
@@ -36,16 +36,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, ClassVar
+from dataclasses import dataclass
 
 import torch
 
 from ..errors import RobustDartsError, unknown
-from ..relax import detached, mixing_weights, per_group, sparse_mixing_weights
+from ..relax import mixing_weights, per_group, sparse_mixing_weights
 from ..schedules import CyclicLogTau, EntropyAdaptiveTau, ExponentialTau, MixedSparsity, sparsity_preset
 from ..spaces import Space
-from . import register
-from .base import Method
+from .recipe import EpochAction, Recipe
 
 # Largest change exact_order_softmax makes to a softmax value; far below any difference that matters, far above
 # float64 rounding (2e-16), so it orders ties without ever reordering values that differ.
@@ -81,12 +80,11 @@ def exact_order_softmax(logits: torch.Tensor, tau: float, space: Space | None = 
     return probs + TIE_NUDGE * (rank + 1).to(torch.float64) / (int(rank.max()) + 1)
 
 
-def exact_order_weights(arch, tau: float) -> dict[str, torch.Tensor]:
-    """Derivation weights of an ``ArchParams`` at τ: ``exact_order_softmax`` of every α (and of LHD's β_sum);
-    the LHD concat gates σ(β_cat) are never tempered."""
-    space = arch.space
-    weights = {c: exact_order_softmax(a, tau, space) for c, a in arch.alphas.items()}
-    for c, b in arch.betas.items():
+def exact_order_weights(space: Space, alphas, betas, tau: float) -> dict[str, torch.Tensor]:
+    """Derivation weights at τ: ``exact_order_softmax`` of every α (and of LHD's β_sum); the LHD concat gates
+    σ(β_cat) are never tempered."""
+    weights = {c: exact_order_softmax(a, tau, space) for c, a in alphas.items()}
+    for c, b in betas.items():
         weights[f"{c}_sum"] = exact_order_softmax(b[0], tau)
         weights[f"{c}_cat"] = torch.sigmoid(b[1].detach().to(torch.float64))
     return weights
@@ -95,53 +93,49 @@ def exact_order_weights(arch, tau: float) -> dict[str, torch.Tensor]:
 # ---------------------------------------------------------------------------------------------------------------
 # The relaxation part shared by both families
 
-class TemperedMethod(Method):
+@dataclass(frozen=True)
+class TemperedOptions:
+    """``surrogate``: PCDEDD surrogate gradient in the arch step; ``surrogate_cells``: "all" or "normal" (the
+    reference's choice); ``noise_std``: N(0, σ²) on α/τ in the arch and weight steps, drawn from the method's own
+    generator; ``derive_tau``: τ of the derivation (None = the family's)."""
+
+    surrogate: bool = False
+    surrogate_cells: str = "all"
+    noise_std: float = 0.0
+    derive_tau: float | None = None
+
+
+class Tempered(Recipe):
     """softmax(α/τ) with the small-temperature options of ``relax.sparse_mixing_weights``; τ from ``tau``.
+    The eval weights are softmax at ``valid_tau``; the derivation is exact-order softmax at ``derive_tau``."""
 
-    Options: ``surrogate`` (PCDEDD surrogate gradient in the arch step), ``surrogate_cells`` ("all" or "normal",
-    the reference's choice), ``noise_std`` (N(0, σ²) on α/τ in the arch and weight steps, drawn from the method's
-    own generator), ``derive_tau`` (τ of the derivation; None = the subclass's).
-    """
-
-    relax_options: ClassVar[dict[str, Any]] = {"surrogate": False, "surrogate_cells": "all", "noise_std": 0.0,
-                                               "derive_tau": None}
+    Options = TemperedOptions
 
     def __init__(self, cfg, space):
         super().__init__(cfg, space)
-        cells = self.opts["surrogate_cells"]
-        if cells not in ("all", "normal"):
-            raise unknown("surrogate_cells", cells, ("all", "normal"))
+        if self.opts.surrogate_cells not in ("all", "normal"):
+            raise unknown("surrogate_cells", self.opts.surrogate_cells, ("all", "normal"))
         self.noise_generator = torch.Generator().manual_seed(cfg.seed + 2 * _SEED_OFFSET)
 
-    def _relaxed(self, search, tau: float, surrogate: bool) -> dict:
-        cells = None if self.opts["surrogate_cells"] == "all" else ("normal",)
-        arch = search.arch
-        return sparse_mixing_weights(self.space, dict(arch.alphas), dict(arch.betas), tau, surrogate=surrogate,
-                                     surrogate_cells=cells, noise_std=float(self.opts["noise_std"]),
+    def relax(self, alphas, betas, ctx, purpose):
+        if purpose == "derive":
+            tau = self.opts.derive_tau if self.opts.derive_tau is not None else self.default_derive_tau()
+            return exact_order_weights(self.space, alphas, betas, tau)
+        if purpose == "eval":
+            return mixing_weights(self.space, alphas, betas, self.valid_tau(ctx))
+        # The weight step needs no surrogate: its weights carry no graph, so ops whose weight underflowed to
+        # exactly 0 are skipped by the supernet.
+        surrogate = self.opts.surrogate and purpose == "arch"
+        cells = None if self.opts.surrogate_cells == "all" else ("normal",)
+        return sparse_mixing_weights(self.space, alphas, betas, self.tau(ctx), surrogate=surrogate,
+                                     surrogate_cells=cells, noise_std=self.opts.noise_std,
                                      generator=self.noise_generator)
-
-    def arch_weights(self, search, step: int) -> dict:
-        return self._relaxed(search, self.tau(search, step), bool(self.opts["surrogate"]))
-
-    def weight_weights(self, search, step: int) -> dict:
-        # No graph: ops whose weight underflowed to exactly 0 are skipped by the supernet.
-        with torch.no_grad():
-            return detached(self._relaxed(search, self.tau(search, step), surrogate=False))
 
     def default_derive_tau(self) -> float:
         raise NotImplementedError
 
-    def derive_weights(self, search) -> dict:
-        tau = self.opts["derive_tau"]
-        return exact_order_weights(search.arch, float(tau) if tau is not None else self.default_derive_tau())
-
-    def valid_tau(self, search) -> float:
+    def valid_tau(self, ctx) -> float:
         raise NotImplementedError
-
-    def eval_weights(self, search) -> dict:
-        with torch.no_grad():
-            return detached(mixing_weights(self.space, dict(search.arch.alphas), dict(search.arch.betas),
-                                           self.valid_tau(search)))
 
     def state_dict(self) -> dict:
         return {"noise_generator": self.noise_generator.get_state()}
@@ -169,42 +163,41 @@ def fit_to_epochs(schedule: MixedSparsity, epochs: int) -> MixedSparsity:
                                freeze_from=freeze)
 
 
-@register
-class SpDarts(TemperedMethod):
-    """SP-DARTS, DARTS-space code (``SP-DARTS/train_search_mf.py``, spec L §4.2): warmup 1 epoch at τ = 10, then
-    τ_s = 1e-3 with probability C_e = e/49, else τ_d = 1e-2; batch 80, constant weight lr 0.05, arch Adam 3e-4
-    (β1 0.5), arch wd 0, 50 epochs; validation at τ_s/10; the reference searched the 7-op space without ``none``
-    (``darts-7``), but the preset is space-agnostic."""
+@dataclass(frozen=True)
+class SpDartsOptions(TemperedOptions):
+    variant: str = "darts"  # a schedules.SPARSITY_PRESETS schedule
 
-    name = "sp-darts"
-    paper = "Zhang & Ding, Robustifying DARTS by Eliminating Information Bypass Leakage (arXiv 2306.06858)"
-    summary = "mixed sparsity: per step τ_s with probability C_e else 10·τ_s, same τ for the arch and weight step"
-    defaults = dict(epochs=50, batch_size=80, lr=0.05, lr_min=0.05, lr_schedule="constant", arch_lr=3e-4,
-                    arch_beta1=0.5, arch_beta2=0.999, arch_weight_decay=0.0)
-    options = {"variant": "darts", **TemperedMethod.relax_options}
+
+class SpDarts(Tempered):
+    """SP-DARTS mixed sparsity (spec L §4): after a dense warmup at τ = 10, every step uses the sparse τ_s with
+    probability C_e and the dense τ_d otherwise, the same τ for that step's arch and weight updates; validation at
+    the schedule's valid τ, derivation at τ_s with exact ranking. The constants are the ``variant``'s
+    (``schedules.SPARSITY_PRESETS``: darts, lhd, s1-s4, nb201-10, nb201-100); the preset table picks the variant and
+    the search recipe of each space from the code that ran there."""
+
+    Options = SpDartsOptions
 
     def __init__(self, cfg, space):
         super().__init__(cfg, space)
-        self.schedule = fit_to_epochs(sparsity_preset(self.opts["variant"]), cfg.epochs)
+        self.schedule = fit_to_epochs(sparsity_preset(self.opts.variant), cfg.epochs)
         self.generator = torch.Generator().manual_seed(cfg.seed + _SEED_OFFSET)
         self.draws = torch.zeros(0, dtype=torch.bool)  # this epoch's Bernoulli(C_e) per step (True = sparse)
         self.drawn_epoch = -1
 
-    def begin_epoch(self, search) -> None:
-        self._draws_for(search)
+    def begin_epoch(self, ctx, alphas) -> None:
+        self._draws_for(ctx)
 
-    def _draws_for(self, search) -> torch.Tensor:
+    def _draws_for(self, ctx) -> torch.Tensor:
         """The current epoch's draws, drawn once per epoch (so calling this again changes nothing)."""
-        if self.drawn_epoch != search.epoch:
-            steps = search.train_stream.steps_per_epoch
-            self.draws = self.schedule.draw_epoch(search.epoch, steps, self.generator)
-            self.drawn_epoch = search.epoch
+        if self.drawn_epoch != ctx.epoch:
+            self.draws = self.schedule.draw_epoch(ctx.epoch, ctx.steps_per_epoch, self.generator)
+            self.drawn_epoch = ctx.epoch
         return self.draws
 
-    def tau(self, search, step: int) -> float:
-        draws = self._draws_for(search)
-        sparse, dense, _ = self.schedule.at(search.epoch)
-        return sparse if bool(draws[step % len(draws)]) else dense
+    def tau(self, ctx) -> float:
+        draws = self._draws_for(ctx)
+        sparse, dense, _ = self.schedule.at(ctx.epoch)
+        return sparse if bool(draws[ctx.step % len(draws)]) else dense
 
     def prob_sparse(self, epoch: int) -> float:
         return self.schedule.prob_sparse(epoch)
@@ -212,15 +205,14 @@ class SpDarts(TemperedMethod):
     def default_derive_tau(self) -> float:
         return self.schedule.derive_tau
 
-    def valid_tau(self, search) -> float:
-        epoch = getattr(search, "epoch", self.cfg.epochs - 1)
-        return self.schedule.warmup_tau if epoch < self.schedule.warmup else self.schedule.valid_tau
+    def valid_tau(self, ctx) -> float:
+        return self.schedule.warmup_tau if ctx.epoch < self.schedule.warmup else self.schedule.valid_tau
 
-    def end_epoch(self, search, record: dict) -> dict | None:
-        record["prob_sparse"] = self.schedule.prob_sparse(search.epoch)
-        if self.drawn_epoch == search.epoch and len(self.draws):
-            record["sparse_steps"] = float(self.draws.double().mean())
-        return None
+    def end_epoch(self, ctx, end) -> EpochAction:
+        end.record["prob_sparse"] = self.schedule.prob_sparse(ctx.epoch)
+        if self.drawn_epoch == ctx.epoch and len(self.draws):
+            end.record["sparse_steps"] = float(self.draws.double().mean())
+        return EpochAction()
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "generator": self.generator.get_state(), "draws": self.draws.clone(),
@@ -233,158 +225,98 @@ class SpDarts(TemperedMethod):
         self.drawn_epoch = int(state["drawn_epoch"])
 
 
-@register
-class SpDartsLhd(SpDarts):
-    """SP-DARTS inside LHD (``LHD:search/SP-DARTS``, spec L §4.1): warmup 5 epochs at τ = 10, then τ_s = 1.5e-3
-    with C_e = (e − 4)/45, τ_d = 1.5e-2; batch 176, constant weight lr 0.025, arch Adam 3e-4 (β1 0.5), wd 0;
-    τ acts on the node-joint α and on β_sum, never on the σ gates; validation at τ_s/10."""
-
-    name = "sp-darts-lhd"
-    summary = "SP-DARTS with LHD's constants: warmup 5 at τ=10, τ_s=1.5e-3, C_e=(e−4)/45, batch 176"
-    defaults = dict(SpDarts.defaults, batch_size=176, lr=0.025, lr_min=0.025)
-    options = {**SpDarts.options, "variant": "lhd"}
-
-
-@register
-class SpDartsS1S4(SpDarts):
-    """SP-DARTS on RobustDARTS S1-S4 (``SmoothDARTS/sota/cnnmul/train_search.py``, spec L §4.3): no warmup, τ_s =
-    3e-4, C starts at 0.8 and rises by 0.3/50 per epoch (every step sparse near the end); batch 128, constant
-    weight lr 0.025, arch Adam 3e-4. The arch weight decay is not in the spec; we keep the SDARTS code's 1e-3."""
-
-    name = "sp-darts-s1s4"
-    summary = "SP-DARTS on S1-S4: no warmup, τ_s=3e-4, C from 0.8 (+0.3/50 per epoch), batch 128"
-    defaults = dict(SpDarts.defaults, batch_size=128, lr=0.025, lr_min=0.025, arch_weight_decay=1e-3)
-    options = {**SpDarts.options, "variant": "s1-s4"}
-
-
-@register
-class SpDartsNb201(SpDarts):
-    """SP-DARTS on NAS-Bench-201, "-10" script (``AutoDL-Projects_sp DARTS-V1-10.py``, spec L §4.3): warmup 1 at
-    τ = 10, τ_s = 1.1e-3, τ_d = 11·τ_s, C += 1/49 per epoch; SGD 0.05 constant, wd 5e-4, batch 256, arch Adam 3e-4
-    wd 0; validation at 1e-4."""
-
-    name = "sp-darts-nb201"
-    summary = "SP-DARTS NB201 '-10': τ_s=1.1e-3, τ_d=11·τ_s, C += 1/49, SGD 0.05 constant, batch 256"
-    defaults = dict(SpDarts.defaults, batch_size=256, lr=0.05, lr_min=0.05, weight_decay=5e-4)
-    options = {**SpDarts.options, "variant": "nb201-10"}
-
-
-@register
-class SpDartsNb201Late(SpDartsNb201):
-    """SP-DARTS on NAS-Bench-201, "-100" script (``DARTS-V1-100.py``): τ_s = 1.3e-3 with C += 0.9/49 until epoch
-    45, then τ_s = 6e-4 with C frozen; otherwise as ``sp-darts-nb201``."""
-
-    name = "sp-darts-nb201-100"
-    summary = "SP-DARTS NB201 '-100': τ_s=1.3e-3, C += 0.9/49 until epoch 45, then τ_s=6e-4 with C frozen"
-    options = {**SpDarts.options, "variant": "nb201-100"}
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Small-temperature softmax
 
 SCHEDULES = ("exp", "cyclic", "entropy")
 
 
-@register
-class SmallTempExp(TemperedMethod):
-    """Small-temperature softmax (arXiv 2306.06855) with the exponential schedule τ_e = τ_0·γ^e, γ chosen so τ goes
-    from ``tau_start`` (1) to ``tau_end`` (1e-3) at the last epoch (the paper's constants are NOT FOUND, spec L
-    §5.3; these are ours). Surrogate gradient on every cell type (PCDEDD: α_normal only, spec L §8 item 22 — set
-    ``surrogate_cells: normal`` to replicate). The recipe is PCDEDD's cyclic script (batch 80, constant weight lr
-    0.025, arch Adam 3e-4, 50 epochs); the cyclic and entropy schedules follow ``schedules.py``. The derivation is
-    at ``derive_tau`` (default 1e-3) with exact ranking."""
+@dataclass(frozen=True)
+class SmallTempOptions(TemperedOptions):
+    surrogate: bool = True
+    derive_tau: float | None = 1e-3
+    schedule: str = "exp"  # exp | cyclic | entropy
+    tau_start: float = 1.0
+    tau_end: float = 1e-3
+    decay_strength: float = 0.11
+    gain: float = 0.06
+    late_gain: float = 0.12
+    warmup: int = 5
 
-    name = "small-temp-exp"
-    paper = "Zhang & Ding, Small Temperature is All You Need for Differentiable Architecture Search (arXiv 2306.06855)"
-    summary = "small-τ softmax with the surrogate gradient on every cell, exponential τ schedule 1 → 1e-3"
-    defaults = dict(epochs=50, batch_size=80, lr=0.025, lr_min=0.025, lr_schedule="constant", arch_lr=3e-4,
-                    arch_beta1=0.5, arch_beta2=0.999)
-    options = {**TemperedMethod.relax_options, "surrogate": True, "derive_tau": 1e-3, "schedule": "exp",
-               "tau_start": 1.0, "tau_end": 1e-3, "decay_strength": 0.11, "gain": 0.06, "late_gain": 0.12,
-               "warmup": 5}
+
+class SmallTemp(Tempered):
+    """Small-temperature softmax (arXiv 2306.06855) with a per-epoch τ: ``schedule`` "exp" τ_e = τ_0·γ^e, γ chosen
+    so τ goes from ``tau_start`` (1) to ``tau_end`` (1e-3) at the last epoch (the paper's constants are NOT FOUND,
+    spec L §5.3; these are ours); "cyclic", PCDEDD's cyclic log-decay (``train_search_cyc.py``: period 10 through
+    [1, τ1..τ5..τ1], the last 10 epochs τ1..τ10, τ_i = 3.99e-4/ln(1 + 0.11·i), ``decay_strength``); "entropy",
+    PCDEDD's entropy-adaptive τ (``train_search_pl.py``: τ = 1 for 5 epochs, then 3.99e-4/ln(1 + d·k) with d a
+    running mean of 0.06·H(softmax(α_normal/τ)), 0.12 in the last 10 epochs, updated every 5 epochs and every
+    epoch in the last 10; H per edge row, also in LHD). Surrogate gradient on every cell type (PCDEDD: α_normal
+    only, spec L §8 item 22 — set ``surrogate_cells: normal`` to replicate). Validation at the epoch's τ; the
+    derivation at ``derive_tau`` (default 1e-3) with exact ranking."""
+
+    Options = SmallTempOptions
 
     def __init__(self, cfg, space):
         super().__init__(cfg, space)
-        self.schedule_kind = self.opts["schedule"]
-        if self.schedule_kind not in SCHEDULES:
-            raise unknown("small-temperature schedule", self.schedule_kind, SCHEDULES)
-        epochs, o = cfg.epochs, self.opts
-        if self.schedule_kind == "exp":
-            if not (o["tau_start"] > 0 and o["tau_end"] > 0):
-                raise RobustDartsError(f"tau_start and tau_end must be positive, not {o['tau_start']!r} and "
-                                       f"{o['tau_end']!r}.")
-            gamma = (o["tau_end"] / o["tau_start"]) ** (1.0 / max(epochs - 1, 1))
-            self.exp = ExponentialTau(float(o["tau_start"]), gamma)
-        elif self.schedule_kind == "cyclic":
+        o, epochs = self.opts, cfg.epochs
+        if o.schedule not in SCHEDULES:
+            raise unknown("small-temperature schedule", o.schedule, SCHEDULES)
+        if o.schedule == "exp":
+            if not (o.tau_start > 0 and o.tau_end > 0):
+                raise RobustDartsError(f"tau_start and tau_end must be positive, not {o.tau_start!r} and "
+                                       f"{o.tau_end!r}.")
+            self.exp = ExponentialTau(o.tau_start, (o.tau_end / o.tau_start) ** (1.0 / max(epochs - 1, 1)))
+        elif o.schedule == "cyclic":
             # The last `period` epochs run the decay τ1..τ10 (epochs 40-49 of the reference's 50).
-            self.cyclic = CyclicLogTau(strength=float(o["decay_strength"]), final_from=max(0, epochs - 10))
+            self.cyclic = CyclicLogTau(strength=o.decay_strength, final_from=max(0, epochs - 10))
         else:
-            self.entropy = EntropyAdaptiveTau(warmup=int(o["warmup"]), late_from=max(int(o["warmup"]), epochs - 10),
-                                              gain=float(o["gain"]), late_gain=float(o["late_gain"]))
+            self.entropy = EntropyAdaptiveTau(warmup=o.warmup, late_from=max(o.warmup, epochs - 10), gain=o.gain,
+                                              late_gain=o.late_gain)
         self.epoch_tau, self.tau_epoch = 1.0, -1
 
-    def _tau_of_epoch(self, search) -> float:
-        if self.tau_epoch != search.epoch:
-            epoch = search.epoch
-            if self.schedule_kind == "exp":
+    def _tau_of_epoch(self, epoch: int, alphas=None) -> float:
+        if self.tau_epoch != epoch:
+            if self.opts.schedule == "exp":
                 self.epoch_tau = self.exp(epoch)
-            elif self.schedule_kind == "cyclic":
+            elif self.opts.schedule == "cyclic":
                 self.epoch_tau = self.cyclic(epoch)
             else:
-                self.epoch_tau = self.entropy.step(epoch, search.arch.alphas["normal"])
+                if alphas is None:
+                    raise RuntimeError("the entropy-adaptive τ is set at begin_epoch, from α")
+                self.epoch_tau = self.entropy.step(epoch, alphas["normal"])
             self.tau_epoch = epoch
         return self.epoch_tau
 
-    def begin_epoch(self, search) -> None:
-        self._tau_of_epoch(search)
+    def begin_epoch(self, ctx, alphas) -> None:
+        self._tau_of_epoch(ctx.epoch, alphas)
 
-    def tau(self, search, step: int) -> float:
-        return self._tau_of_epoch(search)
+    def tau(self, ctx) -> float:
+        return self._tau_of_epoch(ctx.epoch)
 
     def default_derive_tau(self) -> float:
         return 1e-3
 
-    def valid_tau(self, search) -> float:
-        return self._tau_of_epoch(search)
+    def valid_tau(self, ctx) -> float:
+        # The entropy-adaptive τ of an epoch is known once its begin_epoch has read α.
+        return self.epoch_tau if self.opts.schedule == "entropy" else self._tau_of_epoch(ctx.epoch)
 
-    def end_epoch(self, search, record: dict) -> dict | None:
-        record["tau"] = self._tau_of_epoch(search)
-        return None
+    def end_epoch(self, ctx, end) -> EpochAction:
+        end.record["tau"] = self._tau_of_epoch(ctx.epoch)
+        return EpochAction()
 
     def state_dict(self) -> dict:
         state = {**super().state_dict(), "epoch_tau": self.epoch_tau, "tau_epoch": self.tau_epoch}
-        if self.schedule_kind == "entropy":
+        if self.opts.schedule == "entropy":
             state["entropy"] = self.entropy.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.epoch_tau, self.tau_epoch = float(state["epoch_tau"]), int(state["tau_epoch"])
-        if self.schedule_kind == "entropy":
+        if self.opts.schedule == "entropy":
             self.entropy.load_state_dict(state["entropy"])
 
 
-@register
-class SmallTempCyclic(SmallTempExp):
-    """Small-temperature softmax with PCDEDD's cyclic log-decay τ (``train_search_cyc.py``, spec L §5.3): period 10
-    through [1, τ1..τ5..τ1], the last 10 epochs τ1..τ10, τ_i = 3.99e-4/ln(1 + 0.11·i) (``decay_strength``)."""
-
-    name = "small-temp-cyclic"
-    summary = "small-τ softmax with the surrogate gradient, PCDEDD cyclic log-decay τ schedule"
-    options = {**SmallTempExp.options, "schedule": "cyclic"}
-
-
-@register
-class SmallTempEntropy(SmallTempExp):
-    """Small-temperature softmax with PCDEDD's entropy-adaptive τ (``train_search_pl.py``, spec L §5.3): τ = 1 for
-    5 epochs, then τ = 3.99e-4/ln(1 + d·k) with d a running mean of 0.06·H(softmax(α_normal/τ)) (0.12 in the last
-    10 epochs), updated every 5 epochs and every epoch in the last 10. H is per edge row, also in LHD."""
-
-    name = "small-temp-entropy"
-    summary = "small-τ softmax with the surrogate gradient, PCDEDD entropy-adaptive τ schedule"
-    options = {**SmallTempExp.options, "schedule": "entropy"}
-
-
-__all__ = ["TIE_NUDGE", "exact_order_softmax", "exact_order_weights", "TemperedMethod", "fit_to_epochs", "SpDarts",
-           "SpDartsLhd", "SpDartsS1S4", "SpDartsNb201", "SpDartsNb201Late", "SmallTempExp", "SmallTempCyclic",
-           "SmallTempEntropy", "SCHEDULES"]
+__all__ = ["TIE_NUDGE", "exact_order_softmax", "exact_order_weights", "TemperedOptions", "Tempered", "fit_to_epochs",
+           "SpDartsOptions", "SpDarts", "SmallTempOptions", "SmallTemp", "SCHEDULES"]

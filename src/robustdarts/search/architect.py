@@ -1,4 +1,5 @@
-"""Architecture-gradient modes (spec D §1.5): first order, second order (unrolled), mixed level (MiLeNAS).
+"""Architecture-gradient modes (spec D §1.5): first order, second order (unrolled), mixed level (MiLeNAS); and the
+architecture optimizers (Adam, GAEA's exponentiated gradient).
 
 Every function leaves ∇α in ``p.grad`` of the architecture parameters and touches no network-weight gradient:
 ``torch.autograd.grad`` is taken with respect to exactly the tensors that need it. The unrolled step evaluates
@@ -9,11 +10,14 @@ running statistics.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
+
+from ..errors import unknown
+from ..relax import gaea_eg_update, per_group
 
 WeightsFn = Callable[[], dict]  # builds fresh mixing weights (with a graph to α) for one pass
 
@@ -24,11 +28,12 @@ def _set_grads(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | No
         p.grad = g if p.grad is None else p.grad + g
 
 
-def first_order(forward, arch_params, weights_fn: WeightsFn, x, y, extra_loss=None) -> torch.Tensor:
-    """∇α L_val(w, α) from one pass on the validation batch (+ an optional regularizer of α)."""
+def first_order(forward, arch_params, weights_fn: WeightsFn, x, y, penalty=None) -> torch.Tensor:
+    """∇α L_val(w, α) from one pass on the validation batch (+ ``penalty()``, a regularizer of α, or None)."""
     logits = forward(x, weights_fn())
     loss = F.cross_entropy(logits, y)
-    total = loss if extra_loss is None else loss + extra_loss()
+    extra = penalty() if penalty is not None else None
+    total = loss if extra is None else loss + extra
     _set_grads(arch_params, torch.autograd.grad(total, arch_params, allow_unused=True))
     return loss.detach()
 
@@ -88,3 +93,56 @@ def unrolled(supernet, arch_params, weights_fn: WeightsFn, x_train, y_train, x_v
             final.append(d - lr * (gp - gm) / (2 * eps))
     _set_grads(arch_params, final)
     return loss_val.detach()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Architecture optimizers
+
+class ExponentiatedGradient:
+    """GAEA's arch "optimizer": α ← α·exp(−η∇α), clamped at ``floor``, renormalized per group.
+
+    Groups are the space's distributions (edge rows; LHD node blocks) for α, the rows for LHD's β. Implements what
+    the search loop calls on an optimizer: ``zero_grad``, ``step``, ``state_dict``, ``load_state_dict``.
+    """
+
+    def __init__(self, params: list[tuple[torch.nn.Parameter, Any]], lr: float = 0.1, floor: float = 1e-5):
+        self.params, self.lr, self.floor = params, lr, floor
+        self.param_groups = [{"params": [p for p, _ in params], "lr": lr}]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p, _ in self.params:
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        lr = self.param_groups[0]["lr"]
+        for p, space in self.params:
+            if p.grad is None:
+                continue
+            update = lambda a, g: gaea_eg_update(a, g, lr, self.floor)  # noqa: E731
+            p.copy_(per_group(space, update, p.detach(), p.grad))
+
+    def state_dict(self) -> dict:
+        return {"lr": self.param_groups[0]["lr"], "floor": self.floor}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.param_groups[0]["lr"] = float(state["lr"])
+        self.floor = float(state["floor"])
+
+
+ARCH_UPDATES = ("adam", "eg")
+
+
+def arch_optimizer(kind: str, arch, cfg):
+    """The optimizer of the architecture parameters: Adam (DARTS: lr 3e-4, betas (0.5, 0.999), wd 1e-3) or GAEA's
+    exponentiated gradient (η = arch_lr) on the space's simplexes."""
+    if kind == "adam":
+        return torch.optim.Adam(arch.parameters(), lr=cfg.arch_lr, betas=(cfg.arch_beta1, cfg.arch_beta2),
+                                weight_decay=cfg.arch_weight_decay)
+    if kind == "eg":
+        params = [(a, arch.space) for a in arch.alphas.values()] + [(b, None) for b in arch.betas.values()]
+        return ExponentiatedGradient(params, lr=cfg.arch_lr)
+    raise unknown("arch update", kind, ARCH_UPDATES)

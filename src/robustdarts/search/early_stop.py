@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from ..errors import RobustDartsError
+from ..errors import RobustDartsError, unknown
 
 RULES = ("code", "paper")
 
@@ -78,7 +78,7 @@ class EarlyStop:
 
     def __post_init__(self):
         if self.rule not in RULES:
-            raise RobustDartsError(f"unknown early-stopping rule {self.rule!r}; choose one of: {', '.join(RULES)}.")
+            raise unknown("early-stopping rule", self.rule, RULES)
         for name, value in _DEFAULTS[self.rule].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
@@ -87,10 +87,6 @@ class EarlyStop:
                                    f"ev_freq={self.ev_freq}.")
 
     # ------------------------------------------------------------------------------------------------ feeding
-
-    def should_measure(self, epoch: int, last_epoch: bool = False) -> bool:
-        """The reference's cadence: every ``ev_freq`` epochs from epoch 0, and always at the last epoch."""
-        return epoch % self.ev_freq == 0 or last_epoch
 
     def observe(self, epoch: int, eigenvalue: float, last_epoch: bool = False) -> StopDecision | None:
         """Record the eigenvalue measured at the end of ``epoch``; return a decision if the criterion fires."""

@@ -1,13 +1,15 @@
-"""The bilevel search loop: one obvious path, changed by a method only through its hooks (methods/base.py).
+"""The bilevel search loop: one obvious path, changed by a method only through its recipe (methods/recipe.py).
 
-Each step: draw a train and a val batch from persistent cycling streams; α step on the val batch (first order,
-second order or mixed level); weight step on the train batch with clipped gradients. Each epoch: evaluate the
-supernet, derive the genotype, log metrics and diagnostics, archive α/β, checkpoint atomically. A run resumed
-from its directory gives exactly the α and genotype of an uninterrupted run with the same seed.
+Each step: draw a train and a val batch from persistent cycling streams; relax α into mixing weights; α step on
+the val batch (first order, second order or mixed level); weight step on the train batch with clipped gradients
+(in AutoDL's NB201 order, the weight step first). Each epoch: evaluate the supernet, derive the genotype, log
+metrics and diagnostics, archive α/β, let the recipe react (early stop, rollback), checkpoint atomically. A run
+resumed from its directory gives exactly the α and genotype of an uninterrupted run with the same seed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -17,15 +19,21 @@ import torch.nn.functional as F
 from ..archparams import ArchParams
 from ..config import SearchConfig
 from ..data import BatchStream, scaled_augment, dataset_info, eval_batches, load_dataset, search_split
-from ..discretize import derive
-from ..errors import RobustDartsError
+from ..errors import RobustDartsError, unknown
 from ..genotype import Genotype
-from ..methods import get_method
-from ..runs import RunDir
+from ..methods import EpochEnd, StepContext, genotype_of, make_recipe
+from ..methods.recipe import derive_weights
+from ..relax import detached, mixing_weights
+from ..preserve import preserved
+from ..runs import RunDir, atomic_write_text
 from ..schedules import cosine_lr
 from ..spaces import get_space
 from ..supernet import Supernet, count_parameters
 from . import architect
+
+STEP_ORDERS = ("arch-first", "weight-first")
+HESSIAN_RELAXATIONS = ("softmax", "method")
+VAL_BATCH_MODES = ("first", "second", "mixed")  # arch-gradient modes that read a validation batch
 
 
 def mean_entropy(weights: torch.Tensor) -> float:
@@ -41,9 +49,14 @@ class Search:
                  _resuming: bool = False):
         self.cfg, self.console, self.show_progress = cfg, console, progress
         self.space = get_space(cfg.space)
-        self.method = get_method(cfg.method)(cfg, self.space)
-        if cfg.arch_order not in ("first", "second", "mixed", "none"):
-            raise RobustDartsError(f"unknown arch_order {cfg.arch_order!r}; choose one of: first, second, mixed, none.")
+        self.recipe = make_recipe(cfg, self.space)
+        if cfg.step_order not in STEP_ORDERS:
+            raise unknown("step_order", cfg.step_order, STEP_ORDERS)
+        if cfg.hessian_relax not in HESSIAN_RELAXATIONS:
+            raise unknown("hessian_relax", cfg.hessian_relax, HESSIAN_RELAXATIONS)
+        if self.recipe.rollback_depth and out_dir is None:
+            raise RobustDartsError(f"{cfg.method} rolls back to per-epoch checkpoints and needs a run directory; "
+                                   f"pass an output directory (--out).")
         self.device = torch.device(cfg.device)
         self.run_dir = RunDir(out_dir) if out_dir is not None else None
         torch.manual_seed(cfg.seed)
@@ -57,19 +70,22 @@ class Search:
         self.val_stream = BatchStream(self.val_set, cfg.batch_size, self.augment, cfg.seed + 1, self.device)
 
         self.supernet = Supernet(self.space, cfg.init_channels, cfg.layers, info.num_classes, data.channels,
-                                 aux_skip=getattr(self.method, "uses_aux_skip", False)).to(self.device)
+                                 edge_extra=self.recipe.edge_extra).to(self.device)
         self.arch = ArchParams(self.space, generator=torch.Generator().manual_seed(cfg.seed)).to(self.device)
+        self.recipe.init_arch(self.arch.alphas, self.arch.betas)
         self.w_opt = torch.optim.SGD(self.supernet.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                     weight_decay=cfg.weight_decay)
-        self.a_opt = self.method.make_arch_optimizer(self) if hasattr(self.method, "make_arch_optimizer") else \
-            torch.optim.Adam(self.arch.parameters(), lr=cfg.arch_lr, betas=(cfg.arch_beta1, cfg.arch_beta2),
-                             weight_decay=cfg.arch_weight_decay)
+                                     weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+        # Zero, never None: a candidate op whose mixing weight is exactly 0 is not computed, and its parameters must
+        # still get a zero gradient, so that momentum and weight decay move them as computing the op would (every
+        # reference computes it). The weight step zeroes these tensors instead of dropping them.
+        for p in self.supernet.parameters():
+            p.grad = torch.zeros_like(p)
+        self.a_opt = architect.arch_optimizer(self.recipe.arch_update, self.arch, cfg)
         self.epoch, self.step = 0, 0
+        self.drop_prob, self.extra_scale = 0.0, 0.0  # this epoch's, from the recipe
         self.archive: dict[int, dict[str, torch.Tensor]] = {}
         self.genotype = None
         self.wall_offset = 0.0  # seconds of earlier sessions of this run
-        if hasattr(self.method, "setup"):
-            self.method.setup(self)
         if self.run_dir is not None and not _resuming:
             self.run_dir.create(cfg)
 
@@ -94,8 +110,7 @@ class Search:
             "epoch": self.epoch, "supernet": self.supernet.state_dict(), "arch": self.arch.state_dict(),
             "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(),
             "train_stream": self.train_stream.state_dict(), "val_stream": self.val_stream.state_dict(),
-            "rng": torch.get_rng_state(), "method": self.method.state_dict(), "wall": self.wall_offset,
-            "weight_decay": self.w_opt.param_groups[0]["weight_decay"],
+            "rng": torch.get_rng_state(), "method": self.recipe.state_dict(), "wall": self.wall_offset,
         }
 
     def load_state(self, state: dict) -> None:
@@ -110,15 +125,12 @@ class Search:
         self.train_stream.load_state_dict(state["train_stream"])
         self.val_stream.load_state_dict(state["val_stream"])
         torch.set_rng_state(state["rng"])
-        self.method.load_state_dict(state["method"])
+        self.recipe.load_state_dict(state["method"])
         self.epoch, self.wall_offset = int(state["epoch"]), float(state["wall"])
-        for g in self.w_opt.param_groups:
-            g["weight_decay"] = float(state["weight_decay"])
 
-    # --- the pieces a method uses ---------------------------------------------------------------------------------
+    # --- the pieces of a step ------------------------------------------------------------------------------------
     def forward(self, x, weights):
-        return self.supernet(x, weights, drop_prob=self.method.drop_prob(self),
-                             aux_skip_scale=self.method.aux_skip_scale(self))
+        return self.supernet(x, weights, drop_prob=self.drop_prob, extra_scale=self.extra_scale)
 
     @property
     def arch_params(self) -> list[torch.Tensor]:
@@ -128,53 +140,72 @@ class Search:
     def weight_decay(self) -> float:
         return self.w_opt.param_groups[0]["weight_decay"]
 
-    def set_weight_decay(self, value: float) -> None:
-        for g in self.w_opt.param_groups:
-            g["weight_decay"] = value
-
     def lr_at(self, epoch: int) -> float:
         cfg = self.cfg
         if cfg.lr_schedule == "constant":
             return cfg.lr
         if cfg.lr_schedule == "cosine":
             return cosine_lr(epoch, cfg.lr, cfg.lr_min, cfg.epochs)
-        raise RobustDartsError(f"unknown lr_schedule {cfg.lr_schedule!r}; choose one of: constant, cosine.")
+        raise unknown("lr_schedule", cfg.lr_schedule, ("constant", "cosine"))
+
+    def relaxed(self, ctx: StepContext, purpose: str) -> dict:
+        """The recipe's mixing weights of the current α for ``purpose``; only the arch purpose keeps a graph (without
+        one, the supernet skips the ops whose weight is exactly zero)."""
+        weights = self.recipe.relax(dict(self.arch.alphas), dict(self.arch.betas), ctx, purpose)
+        return weights if purpose == "arch" else detached(weights)
 
     # --- one step -----------------------------------------------------------------------------------------------
-    def arch_step(self, x_train, y_train, x_val, y_val, lr: float) -> None:
-        order = self.cfg.arch_order
-        if order == "none":
-            return
+    def arch_step(self, ctx: StepContext, train_batch, val_batch, lr: float) -> None:
+        """α step: ∇α of the validation loss (first order, unrolled or mixed level) + the recipe's penalty."""
+        mode = self.recipe.arch_grad
+        if mode not in VAL_BATCH_MODES:
+            return  # none, or single level (the weight step's own pass fills ∇α)
+        (x_train, y_train), (x_val, y_val) = train_batch, val_batch
         self.a_opt.zero_grad(set_to_none=True)
-        weights_fn = lambda: self.method.arch_weights(self, self.step)  # noqa: E731
-        if order == "first":
-            architect.first_order(self.forward, self.arch_params, weights_fn, x_val, y_val,
-                                  extra_loss=lambda: self.method.arch_loss_extra(self) or 0.0)
-        elif order == "mixed":
+        weights_fn = lambda: self.relaxed(ctx, "arch")  # noqa: E731
+        if mode == "first":
+            penalty = lambda: self.recipe.arch_penalty(dict(self.arch.alphas), dict(self.arch.betas), ctx)  # noqa
+            architect.first_order(self.forward, self.arch_params, weights_fn, x_val, y_val, penalty=penalty)
+        elif mode == "mixed":
             architect.mixed_level(self.forward, self.arch_params, weights_fn, x_train, y_train, x_val, y_val,
-                                  lam=self.method.opts.get("mixed_lambda", 1.0))
+                                  lam=self.cfg.mixed_lambda)
         else:
             buffers = [self.w_opt.state.get(p, {}).get("momentum_buffer") for p in self.supernet.parameters()]
             architect.unrolled(self.supernet, self.arch_params, weights_fn, x_train, y_train, x_val, y_val, lr=lr,
                                momentum=self.cfg.momentum, weight_decay=self.weight_decay, momentum_buffers=buffers,
-                               forward_kwargs={"drop_prob": self.method.drop_prob(self),
-                                               "aux_skip_scale": self.method.aux_skip_scale(self)})
+                               forward_kwargs={"drop_prob": self.drop_prob, "extra_scale": self.extra_scale})
         self.a_opt.step()
 
-    def weight_step(self, x, y):
-        self.w_opt.zero_grad(set_to_none=True)
-        loss, logits = self.method.weight_backward(self, x, y, self.method.weight_weights(self, self.step))
+    def weight_step(self, ctx: StepContext, x, y):
+        """Weight step: the recipe's weight gradient (plain, perturbed, aligned ...), clipped, one SGD step. In the
+        single-level mode the same pass fills ∇α too, and α takes its step here."""
+        self.w_opt.zero_grad(set_to_none=False)  # zero, not None: see __init__
+        single = self.recipe.arch_grad == "single"
+        if single:
+            self.a_opt.zero_grad(set_to_none=True)
+        weights = self.relaxed(ctx, "arch" if single else "weight")
+        loss, logits = self.recipe.weight_backward(self.supernet, self.forward, x, y, weights, ctx)
+        if single:
+            self.a_opt.step()
         torch.nn.utils.clip_grad_norm_(self.supernet.parameters(), self.cfg.grad_clip)
         self.w_opt.step()
         return loss, logits
 
     # --- one epoch ----------------------------------------------------------------------------------------------
-    def train_epoch(self, progress=None, task=None) -> dict:
-        cfg, lr = self.cfg, self.lr_at(self.epoch)
+    def begin_epoch(self) -> tuple[StepContext, float]:
+        """Set this epoch's learning rate, weight decay, drop path, extra-op scale and cutout from the recipe."""
+        cfg, steps = self.cfg, self.train_stream.steps_per_epoch
+        ctx, lr = StepContext(self.epoch, 0, cfg.epochs, steps), self.lr_at(self.epoch)
         for g in self.w_opt.param_groups:
-            g["lr"] = lr
-        self.augment.cutout_prob = self.method.cutout_prob(self) if cfg.cutout > 0 else 1.0
-        self.method.begin_epoch(self)
+            g["lr"], g["weight_decay"] = lr, self.recipe.weight_decay(ctx)
+        self.drop_prob, self.extra_scale = self.recipe.drop_prob(ctx), self.recipe.extra_scale(ctx)
+        self.augment.cutout_prob = self.recipe.cutout_prob(ctx)
+        self.recipe.begin_epoch(ctx, dict(self.arch.alphas))
+        return ctx, lr
+
+    def train_epoch(self, progress=None, task=None) -> dict:
+        cfg = self.cfg
+        epoch_ctx, lr = self.begin_epoch()
         self.supernet.train()
         steps = self.train_stream.steps_per_epoch
         # Accumulated as tensors: no host sync inside the step loop.
@@ -182,20 +213,23 @@ class Search:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
         first_bad = torch.full((), -1, device=self.device, dtype=torch.long)
-        train_weights = getattr(self.method, "train_weights", True)
+        val_needed = self.recipe.arch_grad in VAL_BATCH_MODES
         for step in range(steps):
             self.step = step
+            ctx = dataclasses.replace(epoch_ctx, step=step)
             x, y = next(self.train_stream)
-            if cfg.arch_order != "none":
-                xv, yv = next(self.val_stream)
-                self.arch_step(x, y, xv, yv, lr)
-            if train_weights:
-                loss, logits = self.weight_step(x, y)
+            val = next(self.val_stream) if val_needed else None
+            if cfg.step_order == "arch-first":
+                self.arch_step(ctx, (x, y), val, lr)
+            if self.recipe.trains_weights:
+                loss, logits = self.weight_step(ctx, x, y)
                 bad = ~torch.isfinite(loss)
                 first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, step), first_bad)
                 loss_sum += torch.where(bad, torch.zeros_like(loss), loss) * len(y)
                 correct += (logits.argmax(1) == y).sum()
                 seen += len(y)
+            if cfg.step_order == "weight-first":
+                self.arch_step(ctx, (x, y), val, lr)
             if progress is not None:
                 progress.advance(task)
         bad_step = int(first_bad)
@@ -209,7 +243,9 @@ class Search:
     @torch.no_grad()
     def evaluate(self, weights=None, images=None) -> dict:
         """Supernet loss/accuracy on the val half with the relaxed weights (eval-mode BN, as DARTS' infer)."""
-        weights = weights if weights is not None else self.method.eval_weights(self)
+        if weights is None:
+            with torch.no_grad():
+                weights = self.relaxed(self.context(), "eval")
         self.supernet.eval()
         total, correct, n = 0.0, 0, 0
         for x, y in eval_batches(images or self.val_set, 256, self.device):
@@ -220,12 +256,19 @@ class Search:
         self.supernet.train()
         return {"val_loss": total / n, "val_acc": correct / n}
 
+    def context(self) -> StepContext:
+        return StepContext(self.epoch, 0, self.cfg.epochs, self.train_stream.steps_per_epoch)
+
+    def genotype_of(self, values: dict, epoch: int):
+        """The genotype of archived α/β ``values`` (``methods.genotype_of``: one derivation path everywhere)."""
+        return genotype_of(values, self.recipe, self.space, epoch)
+
     def derive(self):
-        return derive(self.space, self.method.derive_weights(self))
+        return self.genotype_of(self.arch.as_dict(), self.epoch)
 
     def diagnostics(self, record: dict) -> None:
         """Per-epoch architecture statistics, eigenvalue and leakage measurements."""
-        weights = self.method.derive_weights(self)
+        weights = derive_weights(self.recipe, self.arch.as_dict(), self.epoch)
         for c in self.space.cell_types:
             record[f"entropy_{c}"] = mean_entropy(weights[c])
         g = self.genotype
@@ -235,19 +278,19 @@ class Search:
             from ..analysis.hessian import arch_hessian
             stream = BatchStream(self.val_set, cfg.batch_size, self.augment, cfg.seed * 1000 + self.epoch, self.device)
             batches = [next(stream) for _ in range(cfg.hessian_batches)]
-            rng = torch.get_rng_state()  # the measurement must not shift the run's random stream
-            h = arch_hessian(self.supernet, self.arch, batches, tau=self.method.tau(self, 0), bn_mode=cfg.hessian_bn_mode,
-                             arch_weight_decay=cfg.arch_weight_decay)
-            torch.set_rng_state(rng)
+            # RobustDARTS' protocol by default: softmax(α) at τ = 1 for every method, deterministic, so that λ_max
+            # compares across methods and epochs (a method's step τ or sample would make it swing with the step).
+            ctx = self.context()
+            relax = mixing_weights if cfg.hessian_relax == "softmax" else \
+                (lambda space, alphas, betas, tau: self.recipe.relax(alphas, betas, ctx, "eval"))
+            with preserved(rng=True, device=self.device):  # the measurement must not shift the run's random stream
+                h = arch_hessian(self.supernet, self.arch, batches, relax=relax, bn_mode=cfg.hessian_bn_mode,
+                                 arch_weight_decay=cfg.arch_weight_decay)
             record["eigenvalue"] = float(h["eigenvalue"])
         if cfg.leakage_every and self.epoch % cfg.leakage_every == 0:
-            try:
-                from ..analysis.leakage import leakage_metrics
-            except ImportError:
-                return
-            rng = torch.get_rng_state()
-            record.update(leakage_metrics(self, weights, g))
-            torch.set_rng_state(rng)
+            from ..analysis.leakage import leakage_metrics
+            with preserved(rng=True, device=self.device):
+                record.update(leakage_metrics(self, weights, g))
 
     # --- the run ------------------------------------------------------------------------------------------------
     def run(self, stop_after: int | None = None):
@@ -273,31 +316,37 @@ class Search:
                 record["epoch_seconds"] = time.perf_counter() - t0
                 self.wall_offset += record["epoch_seconds"]
                 record["wall_seconds"] = self.wall_offset
-                action = self.method.end_epoch(self, record) or {}
                 self.archive[self.epoch] = self.arch.as_dict()
+                end = EpochEnd(record, self.archive, self.genotype_of, last=self.epoch == cfg.epochs - 1)
+                action = self.recipe.end_epoch(self.context(), end)
+                if action.genotype is not None:
+                    self.genotype = action.genotype
+                if self.run_dir is not None:
+                    for name, text in action.files.items():
+                        atomic_write_text(self.run_dir.path / name, text)
                 if self.console is not None and self.show_progress:
                     self.console.print(self.epoch_line(record))
                 self.epoch += 1
                 self._persist(record)
-                if "rollback" in action:
-                    self.rollback(int(action["rollback"]))
+                if action.rollback is not None:
+                    self.rollback(action.rollback)
                     progress.update(task, total=progress.tasks[0].completed + (cfg.epochs - self.epoch) * steps)
                     continue
-                if action.get("stop"):
+                if action.stop:
                     break
                 if stop_after is not None and self.epoch > stop_after:
                     break
         return self.genotype
 
     def rollback(self, epoch: int) -> None:
-        """Restore the state saved at the end of ``epoch`` (weights, α, optimizers, streams, RNG); the method's own
+        """Restore the state saved at the end of ``epoch`` (weights, α, optimizers, streams, RNG); the recipe's own
         state is kept, since it holds the decision that caused the rollback."""
         if self.run_dir is None:
             raise RobustDartsError("a rollback needs a run directory with per-epoch checkpoints; pass --out.")
-        method_state = self.method.state_dict()
+        recipe_state = self.recipe.state_dict()
         wall = self.wall_offset
         self.load_state(self.run_dir.load_checkpoint(epoch))
-        self.method.load_state_dict(method_state)
+        self.recipe.load_state_dict(recipe_state)
         self.wall_offset = wall
         self.archive = {e: a for e, a in self.archive.items() if e < self.epoch}
 

@@ -7,6 +7,7 @@ SHARED = next((p for p in (_REPO.parent / "shared", Path("/work/shared")) if p.e
 LHD_RESULTS = SHARED / "data" / "lhd-archs" / "results"
 LHD_EXAMPLE = LHD_RESULTS / "cifar10" / "darts_bilevel" / "20211010-140512-concate-sum-darts-bilevel.pl"
 
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 # Test tensors are tiny: one thread is faster than two here, and immune to OpenMP spin-waits when the two
@@ -24,3 +25,20 @@ def tiny_config(method: str = "darts", space: str = "s3", **overrides):
                  layers=1 if space == "nb201" else 3, image_size=8, limit_images=32, leakage_every=0, seed=0)
     sizes.update(overrides)
     return search_config(sizes)
+
+
+SEARCH_RUN_SPACES = ("darts", "s1", "s2", "s3", "s4", "nb201", "lhd")
+
+
+@pytest.fixture(scope="session")
+def search_runs(tmp_path_factory):
+    """One finished 2-epoch tiny search run directory per kind of space (darts, S1-S4, NB201, LHD), shared by the
+    tests that read runs (drawings, α trajectories, derive's choices); about 10 s here."""
+    from robustdarts.search.loop import Search
+
+    root = tmp_path_factory.mktemp("search-runs")
+    runs = {}
+    for space in SEARCH_RUN_SPACES:
+        Search(tiny_config("darts", space, epochs=2, arch_lr=0.05), root / space, progress=False).run()
+        runs[space] = root / space
+    return runs

@@ -33,7 +33,7 @@ def test_method_runs_two_steps_on_space(method, space, tmp_path, monkeypatch):
     if space in LARGE_SPACES:
         import robustdarts.analysis.hessian as hessian
         monkeypatch.setattr(hessian, "arch_hessian", lambda *args, **kwargs: {"eigenvalue": 0.1})
-    cfg = tiny_config(method, space)
+    cfg = tiny_config(method, space, **({"init_channels": 8} if method == "pc-darts" else {}))  # C/K even
     search = Search(cfg, tmp_path / "run", progress=False)
     assert search.train_stream.steps_per_epoch == 2
     genotype = search.run()

@@ -6,6 +6,7 @@ A user error (unknown name, bad file, missing data) prints one sentence and exit
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -14,9 +15,24 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from typer.core import TyperGroup
+
+from .choices import expand_help, one_of
 from .errors import RobustDartsError, unknown
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+
+class _ChoiceGroup(TyperGroup):
+    """Fills the choice lists of a command's help (``one_of`` tokens) from the registries once the command is
+    resolved, just before it parses its options or prints its help: ``robustdarts --help`` imports no registry."""
+
+    def resolve_command(self, ctx, args):
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None:
+            expand_help(command)
+        return name, command, rest
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=_ChoiceGroup,
                   help="Robust differentiable architecture search: search, derive, train, inspect.")
 console = Console()
 err_console = Console(stderr=True)
@@ -31,12 +47,41 @@ def _parse_sets(sets: list[str] | None) -> dict:
         if "=" not in item:
             raise RobustDartsError(f"--set needs KEY=VALUE, got {item!r}; for example --set weight_decay=0.0027.")
         key, value = item.split("=", 1)
+        if not value.strip():  # None would mean "unset": ignored, or cancelling an earlier --set of the key
+            raise RobustDartsError(f"--set {key}= has no value; give one (--set {key}=VALUE), or none for a field "
+                                   f"that may be empty.")
         parsed = parse_value(value)
+        parsed = "none" if parsed is None else parsed  # null / ~: an explicit none, never "unset"
         if key.startswith("method."):
             out.setdefault("method_options", {})[key[len("method."):]] = parsed
         else:
             out[key.replace("-", "_")] = parsed
     return out
+
+
+def _click(module: str):
+    """A module of the click that typer runs on: its vendored copy (typer._click) or the click package."""
+    import importlib
+
+    return importlib.import_module(f"{'typer._click' if hasattr(typer, '_click') else 'click'}.{module}")
+
+
+def refuse_with_resume(run: Path, allowed: tuple[str, ...]) -> None:
+    """``--resume`` continues a run with its own config.yaml: an option given with it that would change the run is
+    refused in one sentence instead of being silently ignored. Only the parameters named in ``allowed`` (output
+    and display options) may be given; a parameter counts as given when it came from the command line."""
+    ctx = _click("globals").get_current_context()
+    given = [p for p in ctx.command.params if p.name not in allowed
+             and getattr(ctx.get_parameter_source(p.name), "name", None) in ("COMMANDLINE", "ENVIRONMENT")]
+    if given:
+        def shown(p) -> str:
+            return p.opts[0] if getattr(p, "param_type_name", "") == "option" else p.name.upper()
+
+        names = [shown(p) for p in given]
+        may = [shown(p) for p in ctx.command.params if p.name in allowed and p.name != "resume"]
+        raise RobustDartsError(f"--resume continues {run} with its own config.yaml, so {', '.join(names)} cannot "
+                               f"change it; drop {'it' if len(names) == 1 else 'them'} (with --resume only "
+                               f"{', '.join(may)} may be given).")
 
 
 def resolve_genotype(spec: str, condition: str = "base"):
@@ -57,9 +102,12 @@ def _load_genotype(spec: str, condition: str):
         return get_genotype(spec)
     path = Path(spec)
     if path.is_dir():
-        path = path / "genotype.json"
+        run_dir, path = path, path / "genotype.json"
         if not path.exists():
             raise RobustDartsError(f"{spec} holds no genotype.json; pass a finished search run or a genotype file.")
+        if str(condition or "base").lower() != "base" and Genotype.load(path).kind == "lhd":
+            from .derive import derive_from_run  # an LHD run under another condition: re-derive its last epoch
+            return derive_from_run(run_dir, condition=condition)[0]
     if path.is_file():
         return genotype_from_pl(path, condition) if path.suffix == ".pl" else Genotype.load(path)
     if spec.lstrip()[:1] in ("{", "|") or "Genotype(" in spec or "normal=" in spec:
@@ -98,9 +146,12 @@ def dry_run_summary(cfg) -> dict:
     from .spaces import get_space
     from .supernet import Supernet, count_parameters
 
+    from .memory import check_search
+
     space = get_space(cfg.space)
     recipe = make_recipe(cfg, space)
     info = dataset_info(cfg.dataset)
+    check_search(cfg)  # a config that cannot fit is refused here too (and 10^5 cells would take an hour on meta)
     with torch.device("meta"):
         net = Supernet(space, cfg.init_channels, cfg.layers, info.num_classes, info.channels,
                        edge_extra=recipe.edge_extra)
@@ -116,10 +167,14 @@ def dry_run_summary(cfg) -> dict:
 
 @app.command()
 def search(
-    space: Optional[str] = typer.Option(None, help="search space (robustdarts spaces) [default: darts]"),
-    method: Optional[str] = typer.Option(None, help="method preset (robustdarts methods) [default: darts]"),
-    dataset: Optional[str] = typer.Option(None, help="fashion-mnist (default), cifar10, cifar100, svhn, synthetic"),
-    preset: Optional[str] = typer.Option(None, help="sizes only: tiny, small, paper"),
+    space: Optional[str] = typer.Option(None, help=f"search space (default darts; see robustdarts spaces), "
+                                                   f"{one_of('space')}"),
+    method: Optional[str] = typer.Option(None, help=f"method preset (default darts; see robustdarts methods), "
+                                                    f"{one_of('method')}"),
+    dataset: Optional[str] = typer.Option(None, help=f"dataset (default fashion-mnist), {one_of('dataset')}"),
+    preset: Optional[str] = typer.Option(None, help=f"sizes only, {one_of('preset')}"),
+    log: Optional[str] = typer.Option(None, help=f"also log each epoch for a dashboard (optional extra), "
+                                                 f"{one_of('log')}"),
     out: Optional[Path] = typer.Option(None, help="run directory (default runs/search-<space>-<method>-<seed>)"),
     resume: Optional[Path] = typer.Option(None, help="continue the run in this directory"),
     seed: Optional[int] = typer.Option(None),
@@ -129,6 +184,11 @@ def search(
     layers: Optional[int] = typer.Option(None, help="cells (nb201: cells per stage)"),
     data_dir: Optional[str] = typer.Option(None),
     device: Optional[str] = typer.Option(None),
+    nproc: Optional[int] = typer.Option(None, help="processes for one search (data parallel, gloo on CPU, nccl on "
+                                        "CUDA): each takes batch_size/N images of every batch, gradients of weights "
+                                        "and α are averaged, every process holds the same α; rank 0 writes the run "
+                                        "and --resume restarts as many. Or: torchrun --nproc-per-node N -m "
+                                        "robustdarts search ..."),
     config: Optional[Path] = typer.Option(None, help="YAML file of config fields"),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="any config field: --set key=value (repeatable)"),
     draw: Optional[Path] = typer.Option(None, help="draw the found cells to FILE.png or FILE.svg"),
@@ -138,16 +198,19 @@ def search(
                                                           "write nothing"),
 ):
     """Search an architecture; writes config, metrics, α archive, genotype and checkpoints to the run directory."""
-    from .search.loop import Search
+    from .distributed import open_search
 
     show = progress and not as_json
+    if log is not None:
+        from .runlog import check_logger
+        check_logger(log)  # before anything is written: an unknown name or a missing package is a user error
     if dry_run:
         if resume is not None:
             raise RobustDartsError("--dry-run resolves a new search's config; drop --resume (the run's config.yaml "
                                    "already holds its resolved config).")
         cfg = search_config(config, set_, space=space, method=method, dataset=dataset, preset=preset, seed=seed,
                             epochs=epochs, batch_size=batch_size, init_channels=channels, layers=layers,
-                            data_dir=data_dir, device=device)
+                            data_dir=data_dir, device=device, nproc=nproc)
         summary = dry_run_summary(cfg)
         if as_json:
             print(json.dumps(summary, default=str))
@@ -158,15 +221,34 @@ def search(
             console.print(f"supernet: {summary['cells']} search cells {summary['cells_per_type']}, "
                           f"{summary['supernet_params']:,} weight parameters", highlight=False)
         return
+    if draw is not None:
+        from .paths import IMAGE_SUFFIXES, check_output_file
+        check_output_file(draw, "--draw", IMAGE_SUFFIXES)  # before the search, not after it
     if resume is not None:
-        run = Search.resume(resume, console=err_console if as_json else console, progress=show)
+        refuse_with_resume(resume, ("resume", "draw", "as_json", "progress", "log"))
+        run = open_search(None, resume, resume=True, console=err_console if as_json else console, progress=show,
+                          log=log)
     else:
+        from .paths import check_output_dir
         cfg = search_config(config, set_, space=space, method=method, dataset=dataset, preset=preset, seed=seed,
                             epochs=epochs, batch_size=batch_size, init_channels=channels, layers=layers,
-                            data_dir=data_dir, device=device)
-        out = out or Path("runs") / f"search-{cfg.space}-{cfg.method}-{cfg.dataset}-s{cfg.seed}"
-        run = Search(cfg, out, console=err_console if as_json else console, progress=show)
-    genotype = run.run()
+                            data_dir=data_dir, device=device, nproc=nproc)
+        out = check_output_dir(out or Path("runs") / f"search-{cfg.space}-{cfg.method}-{cfg.dataset}-s{cfg.seed}")
+        # One process, torchrun's rank, or --nproc N spawned processes (distributed.py).
+        run = open_search(cfg, out, console=err_console if as_json else console, progress=show, log=log)
+    logger = None
+    if log is not None and run.shard.writes and not getattr(run, "logs_itself", False):
+        from .config import to_yaml
+        from .runlog import make_logger
+        logger = make_logger(log, run.run_dir.path, to_yaml(run.cfg))
+        run.epoch_hooks = (logger,)  # called by the loop after each epoch's record; never fails the search
+    try:
+        genotype = run.run()
+    finally:
+        if logger is not None:
+            logger.close()
+    if not run.shard.writes:
+        return  # a torchrun rank other than 0: rank 0 reports
     records = run.run_dir.read_metrics()
     last = records[-1] if records else {}
     summary = {"run_dir": str(run.run_dir.path), "space": run.cfg.space, "method": run.cfg.method,
@@ -195,15 +277,25 @@ def search(
 def derive(
     run_dir: Path = typer.Argument(..., help="a search run directory"),
     epoch: Optional[int] = typer.Option(None, help="archive epoch (default: the last; -1 = initial α)"),
-    policy: Optional[str] = typer.Option(None, help="discretization policy (default: the space's own rule)"),
-    condition: Optional[str] = typer.Option(None, help="LHD condition: base, 3ops, 4out, 1m"),
+    policy: Optional[str] = typer.Option(None, help=f"discretization policy (default: the space's own rule), "
+                                                    f"{one_of('policy')}"),
+    condition: Optional[str] = typer.Option(None, help=f"LHD evaluation condition, {one_of('condition')}"),
     out: Optional[Path] = typer.Option(None, help="write the genotype JSON here"),
+    tune_epochs: Optional[int] = typer.Option(None, help="darts-pt: fine-tuning epochs between decisions "
+                                                         "[default: 5, the paper's]"),
+    val_images: Optional[int] = typer.Option(None, help="darts-pt: validation images per measurement "
+                                                        "[default: the whole validation half]"),
     as_json: bool = typer.Option(False, "--json"),
 ):
-    """Derive a genotype from a run's α archive at an epoch, with a policy."""
+    """Derive a genotype from a run's α archive at an epoch, with a policy (darts-pt: by perturbation on the
+    trained supernet; writes darts_pt.json with every decision)."""
     from .derive import derive_from_run
 
-    genotype, chosen = derive_from_run(run_dir, epoch=epoch, policy=policy, condition=condition)
+    options = {k: v for k, v in dict(tune_epochs=tune_epochs, val_images=val_images).items() if v is not None}
+    if out is not None:
+        from .paths import check_output_file
+        check_output_file(out, "--out")  # before deriving (darts-pt fine-tunes for minutes), not after
+    genotype, chosen = derive_from_run(run_dir, epoch=epoch, policy=policy, condition=condition, **options)
     if out is not None:
         genotype.save(out)
     if as_json:
@@ -216,8 +308,8 @@ def derive(
 @app.command()
 def train(
     genotype: str = typer.Argument(..., help="published name, genotype file, .pl file or search run directory"),
-    dataset: str = typer.Option("fashion-mnist"),
-    preset: Optional[str] = typer.Option(None, help="sizes only: tiny, small, paper"),
+    dataset: str = typer.Option("fashion-mnist", help=f"dataset, {one_of('dataset')}"),
+    preset: Optional[str] = typer.Option(None, help=f"sizes only, {one_of('preset')}"),
     out: Optional[Path] = typer.Option(None),
     resume: Optional[Path] = typer.Option(None, help="continue the training run in this directory"),
     seed: Optional[int] = typer.Option(None),
@@ -225,7 +317,7 @@ def train(
     batch_size: Optional[int] = typer.Option(None),
     channels: Optional[int] = typer.Option(None),
     layers: Optional[int] = typer.Option(None),
-    condition: str = typer.Option("base", help="LHD discretization condition for .pl inputs"),
+    condition: str = typer.Option("base", help=f"LHD evaluation condition, {one_of('condition')}"),
     data_dir: Optional[str] = typer.Option(None),
     device: Optional[str] = typer.Option(None),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="any config field: --set key=value"),
@@ -239,15 +331,26 @@ def train(
     show = progress and not as_json
     log = err_console if as_json else console
     if resume is not None:
+        from .runs import RunDir
+        refuse_with_resume(resume, ("resume", "genotype", "as_json", "progress"))
+        recorded = RunDir(resume).load_config(TrainConfig).genotype
+        same = genotype == recorded or Path(genotype).resolve() in (Path(recorded).resolve(), Path(resume).resolve())
+        if not same:
+            raise RobustDartsError(f"{resume} trains {recorded!r}, not {genotype!r}; with --resume pass {recorded!r} "
+                                   f"or the run directory as GENOTYPE.")
         run = Train.resume(resume, console=log, progress=show)
     else:
+        from .eval_recipe import train_defaults
+
         geno = resolve_genotype(genotype, condition)
+        recipe = train_defaults(geno, dataset, condition)  # LHD's evaluation recipe for LHD genotypes
         overrides = dict(genotype=genotype, dataset=dataset, preset=preset, seed=seed, epochs=epochs,
                          batch_size=batch_size, init_channels=channels, layers=layers, data_dir=data_dir, device=device)
         overrides.update(_parse_sets(set_))
-        cfg = build(TrainConfig, overrides, "train")
+        cfg = build(TrainConfig, overrides, "train", base=recipe)
         name = Path(genotype).name if Path(genotype).exists() else genotype
-        out = out or Path("runs") / f"train-{name}-{cfg.dataset}-s{cfg.seed}"
+        from .paths import check_output_dir
+        out = check_output_dir(out or Path("runs") / f"train-{name}-{cfg.dataset}-s{cfg.seed}")
         run = Train(cfg, geno, out, console=log, progress=show)
     result = run.run()
     result["run_dir"] = str(run.run_dir.path)
@@ -263,30 +366,47 @@ def train(
 @app.command()
 def show(
     genotype: str = typer.Argument(..., help="published name, genotype file (JSON / DARTS text), .pl file, run dir"),
-    dataset: str = typer.Option("cifar10", help="cifar10, cifar100, svhn, imagenet, fashion-mnist"),
+    dataset: str = typer.Option("cifar10", help=f"dataset the network is built for, {one_of('show-dataset')}"),
     layers: Optional[int] = typer.Option(None, help="cells (default 20; 14 for imagenet)"),
     channels: Optional[int] = typer.Option(None, help="initial channels (default 36; 48 for imagenet)"),
-    condition: str = typer.Option("base", help="LHD condition for .pl files: base, 3ops, 4out"),
+    condition: str = typer.Option("base", help=f"LHD evaluation condition, {one_of('condition')}"),
     draw: Optional[Path] = typer.Option(None, help="draw both cells to FILE.png or FILE.svg"),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Print a genotype's cells and the parameter counts of its evaluation network."""
+    from .eval_recipe import check_condition, train_defaults
     from .evalnet import EvalNetwork
 
+    for option, value in (("--layers", layers), ("--channels", channels)):
+        if value is not None and value < 1:  # 0 used to fall back to the default silently
+            raise RobustDartsError(f"{option} is {value}, but must be >= 1.")
+    if draw is not None:
+        from .paths import IMAGE_SUFFIXES, check_output_file
+        check_output_file(draw, "--draw", IMAGE_SUFFIXES)
     geno = resolve_genotype(genotype, condition)
-    classes = {"cifar10": 10, "cifar100": 100, "svhn": 10, "imagenet": 1000, "fashion-mnist": 10}
+    condition = check_condition(geno, condition)
+    from .choices import show_datasets
+
+    classes = show_datasets()
     if dataset not in classes:
         raise unknown("dataset", dataset, classes, where="for show")
     imagenet = dataset == "imagenet"
     if imagenet and geno.kind != "darts":
         raise RobustDartsError(f"the ImageNet macro needs a darts-kind genotype, not {geno.kind}; pick another dataset.")
-    layers = layers or (14 if imagenet else (5 if geno.kind == "nb201" else 20))
-    channels = channels or (48 if imagenet else (16 if geno.kind == "nb201" else 36))
+    # The evaluation recipe's network: LHD's per condition (1M: 25 cells, width grown to 1.5M parameters).
+    recipe = {} if imagenet else train_defaults(geno, dataset, condition)
+    layers = layers or recipe.get("layers") or (14 if imagenet else (5 if geno.kind == "nb201" else 20))
+    channels = channels or recipe.get("init_channels") or (48 if imagenet else (16 if geno.kind == "nb201" else 36))
+    from .memory import check_fits, network_estimate
+    check_fits(network_estimate(geno, channels, layers, 1, 224 if imagenet else 32, training=False,
+                                macro="imagenet" if imagenet else None), fix="lower --layers or --channels")
     net = EvalNetwork(geno, channels, layers, classes[dataset], 1 if dataset == "fashion-mnist" else 3,
                       macro="imagenet" if imagenet else None)
     info = {"params": net.num_parameters(), "params_with_aux": net.num_parameters(with_aux=True),
-            "dataset": dataset, "layers": layers, "channels": channels, "macro": net.macro,
-            "genotype": geno.to_dict()}
+            "dataset": dataset, "condition": condition, "layers": layers, "channels": channels,
+            "macro": net.macro, "genotype": geno.to_dict()}
+    if "drop_path" in recipe:
+        info["drop_path"] = recipe["drop_path"]
     if draw is not None:
         from .viz import draw_genotype
         draw_genotype(geno, draw)
@@ -303,41 +423,39 @@ def show(
 
 
 @app.command()
-def spaces(as_json: bool = typer.Option(False, "--json")):
-    """List the search spaces with their ops per edge and supernet size."""
-    from .spaces import SPACES
+def spaces(
+    name: Optional[str] = typer.Argument(None, help=f"one space, shown in full, {one_of('space')}"),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """List the search spaces with their ops per edge and supernet size; NAME shows one space in full."""
+    from .listing import print_space, print_spaces
+    from .spaces import SPACES, get_space
     from .supernet import Supernet, count_parameters
 
     rows = []
-    for s in SPACES.values():
+    for s in [get_space(name)] if name else SPACES.values():
         layers = 5 if s.kind == "nb201" else 8
         params = count_parameters(Supernet(s, 16, layers, 10))
         rows.append({**s.to_dict(), "num_alpha": s.num_alpha, "supernet_params_c10": params,
                      "supernet_macro": f"C=16, {layers} {'cells per stage' if s.kind == 'nb201' else 'cells'}"})
     if as_json:
         print(json.dumps(rows))
-        return
-    table = Table(title="search spaces")
-    for col in ("name", "kind", "edges", "ops per edge", "α", "supernet params (CIFAR-10)", "description"):
-        table.add_column(col)
-    for r in rows:
-        ops = r["ops"]
-        first = ops["normal"][0]
-        uniform = all(list(e) == list(first) for c in ops.values() for e in c)
-        op_text = ", ".join(first) if uniform else "per edge (see --json)"
-        table.add_row(r["name"], r["kind"], str(r["num_edges"]), op_text, str(r["num_alpha"]),
-                      f"{r['supernet_params_c10']:,}", r["description"])
-    console.print(table)
+    elif name:
+        print_space(console, rows[0])
+    else:
+        print_spaces(console, rows)
 
 
 @app.command()
 def methods(
-    name: Optional[str] = typer.Argument(None, help="one method, shown in full"),
-    space: Optional[str] = typer.Option(None, help="show the effective recipe on this space"),
+    name: Optional[str] = typer.Argument(None, help=f"one method, shown in full, {one_of('method')}"),
+    space: Optional[str] = typer.Option(None, help=f"show the effective recipe on this space, {one_of('space')}"),
     filter_: Optional[str] = typer.Option(None, "--filter", help="shell pattern of names, e.g. 'sp-*'"),
     as_json: bool = typer.Option(False, "--json"),
 ):
-    """List the method presets (paper, family, settings); with --space, the settings each uses on that space."""
+    """List the method presets (summary, key settings); NAME shows one in full (paper, recipe per kind of space,
+    options with types and defaults); with --space, the settings each uses on that space."""
+    from .listing import key_settings, option_rows, print_method, print_methods
     from .methods import KINDS, get_preset, list_methods, search_config as resolve
 
     names = [get_preset(name).name] if name else list_methods(filter_)
@@ -348,7 +466,8 @@ def methods(
         preset = get_preset(n)
         row = {"name": n, "family": preset.family.__name__, "paper": preset.paper, "summary": preset.summary,
                "defaults": {k: preset.settings(k)[0] for k in KINDS},
-               "options": {k: preset.settings(k)[1] for k in KINDS}}
+               "options": {k: preset.settings(k)[1] for k in KINDS},
+               "key_settings": key_settings(preset), "option_types": option_rows(preset.family)}
         if space is not None:
             cfg = resolve({"method": n, "space": space})
             from .config import SearchConfig
@@ -360,35 +479,256 @@ def methods(
         rows.append(row)
     if as_json:
         print(json.dumps(rows, default=str))
-        return
-    table = Table(title=f"methods on {space}" if space else "methods")
-    for col in ("name", "summary", "settings" if space else "family"):
-        table.add_column(col)
-    for r in rows:
-        third = (", ".join(f"{k}={v}" for k, v in {**r["effective"], **r["effective_options"]}.items())
-                 if space else r["family"])
-        table.add_row(r["name"], r["summary"], third)
-    console.print(table)
+    elif name:
+        print_method(console, rows[0], get_preset(name))
+    else:
+        print_methods(console, rows, space)
 
 
 @app.command()
-def plot(run_dir: Path = typer.Argument(...), out: Optional[Path] = typer.Option(None, help="PNG path")):
-    """Plot a search run's curves: accuracy, eigenvalue, skip count, entropy, leakage."""
-    from .viz import plot_run
+def plot(
+    run_dirs: List[Path] = typer.Argument(..., metavar="RUN_DIR...", help="one search run, or several to overlay"),
+    out: Optional[Path] = typer.Option(None, help="curves PNG (the α picture goes beside it as <name>-alpha.png); "
+                                                  "default RUN_DIR/curves.png, or ./curves.png for several runs"),
+    alpha: bool = typer.Option(True, help="also draw the α trajectories (each op's weight per edge over epochs)"),
+):
+    """Plot search runs: loss, accuracy, eigenvalue, skip count, entropy, leakage, and α trajectories."""
+    from .viz import plot_runs
 
-    path = plot_run(run_dir, out)
-    console.print(f"wrote {path}")
+    for path in plot_runs(run_dirs, out, alpha=alpha):
+        console.print(f"wrote {path}")
+
+
+# ---- bench: grids of searches and trainings (src/robustdarts/bench/) ----------------------------------------------
+bench_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                        help="Benchmark grids: plan, run (local or Ray), status, report, presets.")
+app.add_typer(bench_app, name="bench")
+_GRID_HELP = f"grid YAML file, or the name of a shipped preset (robustdarts bench presets), {one_of('grid-preset')}"
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+    return rich_escape(text)
+
+
+@bench_app.command("plan")
+def bench_plan(grid: str = typer.Argument(..., help=_GRID_HELP),
+               as_json: bool = typer.Option(False, "--json", help="the plan as JSON")):
+    """Expand a grid into its cells (stable ids), count them and estimate their cost; runs and writes nothing."""
+    from .bench import load_grid, make_plan
+
+    plan = make_plan(load_grid(grid))
+    if as_json:
+        print(json.dumps(plan.to_dict()))
+        return
+    table = Table(title=f"grid {plan.grid.name}: {len(plan.cells)} cells")
+    for col in ("cell", "method", "variant", "space", "dataset", "seed", "conditions", "CPU time"):
+        table.add_column(col)
+    for c in plan.cells:
+        table.add_row(c.cell_id, c.method, c.variant, c.space, c.dataset, str(c.seed),
+                      ", ".join(k.label for k in c.conditions), _hours(plan.costs[c.cell_id].seconds / 3600))
+    console.print(table)
+    s = plan.summary()
+    console.print(f"{s['cells']} searches, {s['conditions']} derivations, {s['trainings']} trainings from scratch; "
+                  f"about {s['search_tflop']:.3g} + {s['train_tflop']:.3g} TFLOP, roughly {_hours(s['cpu_hours'])} "
+                  f"of one CPU thread (an order of magnitude; see bench/plan.py)", highlight=False)
+
+
+def _hours(hours: float) -> str:
+    return f"{hours:.3g} h" if hours >= 1 else f"{hours * 60:.2g} min"
+
+
+@bench_app.command("run")
+def bench_run(
+    grid: str = typer.Argument(..., help=_GRID_HELP),
+    out: Path = typer.Option(..., help="output directory: results.sqlite and the cells' run directories"),
+    backend: str = typer.Option("local", help=f"local: worker processes here; ray: a Ray cluster; "
+                                              f"{one_of('backend')}"),
+    workers: Optional[int] = typer.Option(None, help="cells at once [default: one per CPU core]"),
+    threads: Optional[int] = typer.Option(None, help="torch threads per cell [default: cores / workers]"),
+    address: Optional[str] = typer.Option(None, help="address of an existing Ray cluster (--backend ray)"),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="rerun the cells that failed before"),
+    as_json: bool = typer.Option(False, "--json", help="no live view; print the outcome as JSON"),
+):
+    """Run a grid's cells into --out; rerunning skips finished cells and resumes interrupted ones."""
+    from .bench import load_grid, make_plan
+    from .bench.backends import check_backend, default_workers, run_grid
+
+    plan = make_plan(load_grid(grid))  # every entry is checked here, before anything is written
+    check_backend(backend, address)
+    if as_json:
+        summary = run_grid(plan, out, backend, workers, threads, address, retry_failed)
+        print(json.dumps(summary.to_dict()))
+    else:
+        from .bench.live import LiveView
+
+        with LiveView(plan, out, workers or default_workers(), console=console) as view:
+            summary = run_grid(plan, out, backend, workers, threads, address, retry_failed, monitor=view)
+        if not console.is_terminal:  # the live view's last frame ends without a newline off a terminal
+            console.print()
+        console.print(f"{summary.done} cells done, {summary.failed} failed, {summary.busy} busy elsewhere; "
+                      f"skipped {summary.skipped_done} finished and {summary.skipped_failed} failed before "
+                      f"(--retry-failed reruns those); {summary.seconds:.0f} s. Report: robustdarts bench report "
+                      f"{out}", highlight=False)
+        for cell, reason in summary.failures.items():
+            err_console.print(f"[red]failed[/] {cell}: {escape(reason or '')}", highlight=False)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@bench_app.command("status")
+def bench_status(out_dir: Path = typer.Argument(..., help="a bench run's output directory"),
+                 as_json: bool = typer.Option(False, "--json")):
+    """Cells done, running, pending and failed (with the reason) of a grid's output directory."""
+    from .bench import Store
+
+    with Store(out_dir) as store:
+        cells = store.cells()
+        conditions = {}
+        for r in store.rows():
+            conditions.setdefault(r["cell_id"], {})[r["condition"]] = {"status": r["status"], "error": r["error"]}
+        grid = (store.meta("grid") or {}).get("name")
+    rows = [{"cell_id": c["cell_id"], "method": c["method"], "variant": c["variant"], "space": c["space"],
+             "dataset": c["dataset"], "seed": c["seed"], "status": c["status"], "error": c["error"],
+             "attempts": c["attempts"], "search_seconds": c["search_seconds"], "run_dir": c["run_dir"],
+             "conditions": conditions.get(c["cell_id"], {})} for c in cells]
+    counts = {s: sum(1 for r in rows if r["status"] == s) for s in ("done", "running", "pending", "failed")}
+    if as_json:
+        print(json.dumps({"grid": grid, "counts": counts, "cells": rows}))
+        return
+    table = Table(title=f"grid {grid}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    for col in ("cell", "method", "space", "dataset", "seed", "status", "conditions", "reason"):
+        table.add_column(col)
+    color = {"done": "green", "running": "yellow", "failed": "red", "pending": "white"}
+    for r in rows:
+        conds = ", ".join(f"{k}: {v['status']}" for k, v in r["conditions"].items())
+        reasons = "; ".join([r["error"]] * bool(r["error"]) + [f"{k}: {v['error']}" for k, v in
+                                                               r["conditions"].items() if v["error"]])
+        table.add_row(r["cell_id"], r["method"] + (f" [{r['variant']}]" if r["variant"] else ""), r["space"],
+                      r["dataset"], str(r["seed"]), f"[{color[r['status']]}]{r['status']}[/]", escape(conds),
+                      escape(reasons))
+    console.print(table)
+
+
+@bench_app.command("report")
+def bench_report(out_dir: Path = typer.Argument(..., help="a bench run's output directory"),
+                 fmt: str = typer.Option("md", "--format", help=f"report format, {one_of('report-format')}"),
+                 out: Optional[Path] = typer.Option(None, help="write here (md: plots beside it as PNG) "
+                                                               "[default: stdout; html: OUT_DIR/report.html]")):
+    """Tables (mean ± std over seeds, best-of-k, average rank, parameters) and plots, from the store alone."""
+    from .bench import Store
+    from .bench.report import FORMATS, write
+
+    if fmt not in FORMATS:
+        raise unknown("report format", fmt, FORMATS)
+    if fmt == "html" and out is None:
+        out = out_dir / "report.html"
+    with Store(out_dir) as store:
+        text = write(store, fmt, out)
+    if out is None:
+        print(text, end="" if text.endswith("\n") else "\n")
+    else:
+        console.print(f"wrote {out}")
+
+
+@bench_app.command("presets")
+def bench_presets(as_json: bool = typer.Option(False, "--json")):
+    """The grid presets shipped with robustdarts: size and what each reproduces (bench plan NAME: cells, cost)."""
+    from .bench import load_grid, preset_names
+    from .bench.grid import grid_size
+
+    rows = []
+    for name in preset_names():
+        grid = load_grid(name)
+        rows.append({"name": name, "description": grid.description, **grid_size(grid)})
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table(title="grid presets (robustdarts bench plan NAME shows the cells and the cost)")
+    for col in ("name", "cells", "trainings", "description"):
+        table.add_column(col)
+    for r in rows:
+        missing = f" [red](needs methods not in this version: {', '.join(r['missing_methods'])})[/]" \
+            if r["missing_methods"] else ""
+        table.add_row(r["name"], str(r["cells"]), str(r["trainings"]), escape(r["description"]) + missing)
+    console.print(table)
+
+
+def _say_error(message: str) -> int:
+    from rich.markup import escape as rich_escape
+
+    # soft_wrap: the sentence stays one line however narrow the terminal (rich would otherwise break it up)
+    err_console.print(f"[bold red]error:[/] {rich_escape(message)}", highlight=False, soft_wrap=True)
+    return 2
+
+
+def _resume_hint() -> str:
+    """How to continue the run this process was writing, if any (the run directories it locked)."""
+    from .runs import RunDir, held_runs
+
+    runs = held_runs()
+    if not runs:
+        return ""
+    path, kind = list(runs.items())[-1]
+    if not RunDir(path).checkpoint_path.exists():
+        return f"{path} had no checkpoint yet: run the same command again to start it over"
+    genotype = f" {path}" if kind == "train" else ""
+    return f"the last checkpoint in {path} is intact: continue with robustdarts {kind}{genotype} --resume {path}"
+
+
+def _interrupted() -> int:
+    hint = _resume_hint()
+    err_console.print(f"interrupted; {hint}." if hint else "interrupted.", highlight=False, soft_wrap=True)
+    return 130
+
+
+def _os_error(e: OSError) -> str:
+    """One sentence for an OSError that escaped: the file, the reason and, for a full disk, the space left."""
+    import errno
+    import shutil
+
+    name = e.filename or "a file"
+    hint = _resume_hint()
+    if e.errno == errno.ENOSPC:
+        place = Path(os.path.abspath(e.filename or "."))
+        while not place.exists() and place != place.parent:
+            place = place.parent
+        free = shutil.disk_usage(place).free
+        then = f"; {hint}" if hint else ""
+        return (f"the disk is full: writing {name} failed with {free / 2**20:.1f} MiB free on its file system; "
+                f"free some space{then}.")
+    return f"{e.strerror or type(e).__name__}: {name}; check the path and its permissions."
+
+
+def run_cli(args: list[str] | None = None) -> int:
+    """Run the command line on ``args`` and return its exit code, every failure one sentence on stderr: a user
+    error or a bad option 2, Ctrl-C 130 with how to resume, an OSError (disk full, permissions) 2 naming the file,
+    running out of memory 2. ``main`` and the tests both go through here, so tests see what a user sees."""
+    exceptions = _click("exceptions")
+    try:
+        code = app(args=args, prog_name="robustdarts", standalone_mode=False)
+    except RobustDartsError as e:
+        return _say_error(str(e))
+    except exceptions.NoArgsIsHelpError as e:
+        return e.exit_code  # the help is already printed
+    except exceptions.ClickException as e:
+        ctx = getattr(e, "ctx", None)
+        see = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        _say_error(f"{e.format_message()}{see}")
+        return e.exit_code
+    except (KeyboardInterrupt, typer.Abort):
+        return _interrupted()
+    except MemoryError:
+        return _say_error("ran out of memory; lower the sizes (init_channels, layers, image_size, batch_size).")
+    except OSError as e:
+        return _say_error(_os_error(e))
+    if code == 130:  # typer turns Ctrl-C into Exit(130), which it returns when not standalone
+        return _interrupted()
+    return code if isinstance(code, int) else 0
 
 
 def main() -> None:
-    try:
-        app()
-    except RobustDartsError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("interrupted; the last checkpoint is intact — continue with --resume RUN_DIR")
-        sys.exit(130)
+    sys.exit(run_cli())
 
 
 if __name__ == "__main__":

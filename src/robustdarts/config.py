@@ -6,6 +6,8 @@ epochs, images), never the algorithm; a method preset (methods/) changes the alg
 
 from __future__ import annotations
 
+import functools
+
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Any, get_type_hints
 
 import yaml
 
-from .errors import RobustDartsError, unknown
+from .errors import RobustDartsError, short, unknown
 
 
 @dataclass
@@ -52,6 +54,8 @@ class SearchConfig:
     step_order: str = "arch-first"
     nesterov: bool = False  # Nesterov momentum in the weight SGD (the AutoDL NAS-Bench-201 configs)
     tau: float = 1.0  # softmax temperature of the plain relaxation
+    partial_channels: int = 1  # K: mixed edges compute their ops on C/K channels, the rest bypass (PC-DARTS)
+    weights_on_all_data: bool = False  # the weight step draws from the whole training set (LHD's single level)
     # search-time regularization (R-DARTS DP ramps drop path and cutout together)
     drop_path: float = 0.0
     cutout: int = 0  # side at 32x32; crop padding and cutout scale with the image size
@@ -67,6 +71,15 @@ class SearchConfig:
     hessian_relax: str = "softmax"
     leakage_every: int = 1  # discretization gap and leaked mass; 0 = off
     keep_checkpoints: int = 0  # per-epoch checkpoints kept for rollback (DARTS-ADA needs the last ~13)
+    # speed, memory and scale (none changes the algorithm; benchmarks/README.md measures each)
+    nproc: int = 1  # processes of one search, the global batch split between them (distributed.py; --nproc)
+    amp: str = "off"  # off | bf16: autocast the supernet's forward to bfloat16 (loss, α, parameters stay float32)
+    skip_zero_ops: bool = True  # ops whose mixing weight is exactly 0 are not computed (one host sync per α update)
+    # none | edge | cell: keep only the inputs of each mixed edge (or each cell) for backward and recompute the
+    # rest there (torch.utils.checkpoint): far fewer bytes held, one more forward of those pieces
+    recompute: str = "none"
+    channels_last: bool = False  # NHWC activations and weights (faster depthwise convs on some GPUs and CPUs)
+    compile: str = "off"  # off | ops: torch.compile each candidate op (small repeated pieces; eager if unavailable)
     method_options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -100,6 +113,12 @@ class TrainConfig:
     drop_path: float = 0.2
     augment: bool = True
     label_smoothing: float = 0.0
+    # LHD's evaluation recipe (eval_recipe.py sets these for LHD genotypes): the discretization/network condition,
+    # the epoch after which the reference's metric (best test accuracy of the later epochs) is also reported, and
+    # the adaptive drop path as (last early epoch, early train-acc threshold, early step, late threshold, late step).
+    condition: str = "base"
+    report_best_after: int | None = None
+    adaptive_drop_path: tuple[float, ...] | None = None
 
 
 # Sizes only. `tiny` fits this project's 2-core CPU: a search finishes in minutes, not GPU-days.
@@ -117,13 +136,120 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric field accepts: ``lo``/``hi`` bounds (None: unbounded), each closed unless marked open."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, value) -> bool:
+        if value != value:  # NaN
+            return False
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        return self.hi is None or (value < self.hi if self.hi_open else value <= self.hi)
+
+    def __str__(self) -> str:
+        def num(x) -> str:
+            return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+        if self.hi is None:
+            return f"{'>' if self.lo_open else '>='} {num(self.lo)}"
+        return f"in {'(' if self.lo_open else '['}{num(self.lo)}, {num(self.hi)}{')' if self.hi_open else ']'}"
+
+
+AT_LEAST_0, AT_LEAST_1, POSITIVE, FRACTION = Range(0), Range(1), Range(0, lo_open=True), Range(0, 1, hi_open=True)
+# The range of every numeric field, by name in any config dataclass ("Class.field" for one class only): checked
+# when a config is built, so a bad value is refused before anything is written. A field without an entry (fields
+# others add) is not range-checked; None stays allowed for Optional fields.
+FIELD_RANGES: dict[str, Range] = {
+    "seed": Range(0, 2 ** 32 - 1), "epochs": AT_LEAST_1, "batch_size": AT_LEAST_1, "init_channels": AT_LEAST_1,
+    "layers": AT_LEAST_1, "image_size": Range(3),  # two stride-2 reductions need 3 pixels
+    "limit_images": AT_LEAST_1, "limit_test": AT_LEAST_1, "valid_images": AT_LEAST_0,
+    "train_portion": Range(0, 1, lo_open=True, hi_open=True), "lr": AT_LEAST_0, "lr_min": AT_LEAST_0,
+    "momentum": Range(0, 1), "weight_decay": AT_LEAST_0, "grad_clip": POSITIVE, "arch_lr": AT_LEAST_0,
+    "arch_beta1": FRACTION, "arch_beta2": FRACTION, "arch_weight_decay": AT_LEAST_0, "mixed_lambda": AT_LEAST_0,
+    "tau": POSITIVE, "drop_path": FRACTION, "cutout": AT_LEAST_0, "hessian_every": AT_LEAST_0,
+    "hessian_batches": AT_LEAST_1, "leakage_every": AT_LEAST_0, "keep_checkpoints": AT_LEAST_0,
+    "auxiliary_weight": AT_LEAST_0, "label_smoothing": Range(0, 1), "nproc": Range(1, 1024),
+    "TrainConfig.batch_size": Range(2),  # batch-norm layers (the auxiliary head's at 1x1) need two images
+}
+# String fields with a fixed set of values that nothing else checks before a run directory is written.
+FIELD_CHOICES: dict[str, tuple[str, ...]] = {"lr_schedule": ("cosine", "constant"), "amp": ("off", "bf16"),
+                                             "recompute": ("none", "edge", "cell"), "compile": ("off", "ops")}
+
+
+def field_range(cls, name: str) -> Range | None:
+    return FIELD_RANGES.get(f"{cls.__name__}.{name}", FIELD_RANGES.get(name))
+
+
+def check_field(cls, name: str, value: Any, what: str = "config field") -> Any:
+    """``value`` (already typed) within ``name``'s declared range or choices, or one sentence naming the field,
+    the value and what is allowed."""
+    allowed = field_range(cls, name)
+    if allowed is not None and isinstance(value, (int, float)) and not isinstance(value, bool) and value not in allowed:
+        raise RobustDartsError(f"{what} {name!r} is {short(value)}, but must be {allowed}.")
+    choices = FIELD_CHOICES.get(name)
+    if choices is not None and isinstance(value, str) and value not in choices:
+        raise RobustDartsError(f"{what} {name!r} is {short(value)}; choose one of: {', '.join(choices)}.")
+    return value
+
+
+def check_device(device: str, what: str = "config field") -> str:
+    """A device this machine has: cpu, or cuda[:N] where CUDA is available with that many GPUs (mps likewise)."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise RobustDartsError(f"{what} 'device' is {device!r}, which is not a device; use cpu or cuda[:N].")
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        have = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA"
+        raise RobustDartsError(f"{what} 'device' is {device!r}, but this machine has {have}; use --device cpu.")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise RobustDartsError(f"{what} 'device' is {device!r}, but this machine has no MPS; use --device cpu.")
+    return device
+
+
+def check_config(cfg, what: str = "config field"):
+    """Every field of a built config within its declared range and choices, the device present, and the few
+    combinations of fields that cannot run; returns ``cfg``. Called whenever a config is built or read."""
+    cls = type(cfg)
+    for f in fields(cls):
+        check_field(cls, f.name, getattr(cfg, f.name), what)
+    if getattr(cfg, "device", None) is not None:
+        check_device(cfg.device, what)
+    if getattr(cfg, "macro", None) == "imagenet" and (cfg.init_channels % 2 or (cfg.image_size or 32) < 24):
+        raise RobustDartsError(f"the imagenet macro halves init_channels and divides the image by 8 in its stems; "
+                               f"use an even init_channels (not {cfg.init_channels}) and image_size >= 24.")
+    return cfg
+
+
+@functools.lru_cache(maxsize=None)
+def type_hints(cls) -> dict[str, Any]:
+    """The resolved field types of a dataclass, once per class (``get_type_hints`` parses every annotation anew:
+    resolving a large grid's configs spent most of its time there)."""
+    return get_type_hints(cls)
+
+
 def coerce_field(cls, name: str, value: Any, what: str = "config field") -> Any:
-    """Turn a CLI/YAML value into the declared type of dataclass ``cls``'s field ``name``, or say which is wrong."""
-    hint = get_type_hints(cls)[name]
+    """Turn a CLI/YAML value into the declared type of dataclass ``cls``'s field ``name``, or say which is wrong.
+
+    Exact conversions only: a whole float (3.0, 1e3) becomes an int, 1.7 does not; true is not a number and 2 is
+    not a boolean; NaN and infinity are not numbers here. A silent truncation would run a config nobody asked for."""
+    hint = type_hints(cls)[name]
     if value is None:
         return None
     text = str(hint)
+    optional = "None" in text
     try:
+        if isinstance(value, str) and value.lower() == "none" and optional:
+            return None
         if hint is bool or text.startswith("bool"):
             if isinstance(value, str):
                 if value.lower() in ("1", "true", "yes", "on"):
@@ -131,34 +257,68 @@ def coerce_field(cls, name: str, value: Any, what: str = "config field") -> Any:
                 if value.lower() in ("0", "false", "no", "off"):
                     return False
                 raise ValueError(value)
-            return bool(value)
-        if isinstance(value, str) and value.lower() == "none" and "None" in text:
-            return None
+            if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+                return bool(value)
+            raise ValueError(value)
         if hint is int or text.startswith("int"):
-            return int(value)
+            return _exact_int(value)
         if hint is float or text.startswith("float"):
-            return float(value)
+            return _finite(value)
         if text.startswith("dict"):
             if not isinstance(value, dict):
                 raise ValueError(value)
             return dict(value)
         if text.startswith(("tuple", "list")):
-            if not isinstance(value, (list, tuple)) or not all(isinstance(v, (int, float)) for v in value):
+            if not isinstance(value, (list, tuple)):
                 raise ValueError(value)
-            return tuple(float(v) for v in value)
+            return tuple(_finite(v) for v in value)
+        if isinstance(value, (dict, list, tuple, bool)):
+            raise ValueError(value)
         return str(value) if not isinstance(value, str) else value
-    except (TypeError, ValueError):
-        raise RobustDartsError(f"{what} {name!r} needs a value of type {text}, got {value!r}.") from None
+    except (TypeError, ValueError, OverflowError):
+        base = text.split(" | ")[0].replace("<class '", "").rstrip("'>")
+        words = _TYPE_WORDS.get(base, base) + (" or none" if optional else "")
+        raise RobustDartsError(f"{what} {name!r} needs a value of type {base} ({words}), got {short(value)}.") from None
+
+
+_TYPE_WORDS = {"int": "a whole number", "float": "a finite number", "bool": "true or false", "str": "a string",
+               "dict": "a mapping", "tuple[float, ...]": "a list of numbers"}
+
+
+def _exact_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            value = float(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ValueError(value)
+
+
+def _finite(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(value)
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(value)
+    return number
 
 
 def build(cls, overrides: dict[str, Any] | None = None, kind: str = "search", base: dict[str, Any] | None = None):
     """A config of ``cls``: its defaults, then ``base`` (a method's paper settings), then the preset's sizes, then
-    explicit overrides (None = unset)."""
+    explicit overrides (None = unset; the string "none" sets an Optional field to None). Every value is typed and
+    range-checked here, before any caller can write a file with it."""
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     names = {f.name for f in fields(cls)}
     bad = sorted(set(overrides) - names)
     if bad:
         raise RobustDartsError(f"unknown config field {bad[0]!r}; fields are: {', '.join(sorted(names))}.")
+    overrides = {k: check_field(cls, k, coerce_field(cls, k, v)) for k, v in overrides.items()}
     values: dict[str, Any] = dict(base or {})
     preset = overrides.get("preset")
     if preset is not None:
@@ -166,7 +326,7 @@ def build(cls, overrides: dict[str, Any] | None = None, kind: str = "search", ba
             raise unknown("preset", preset, PRESETS)
         values.update(PRESETS[preset][kind])
     values.update(overrides)
-    return cls(**{k: coerce_field(cls, k, v) for k, v in values.items()})
+    return check_config(cls(**{k: coerce_field(cls, k, v) for k, v in values.items()}))
 
 
 def to_yaml(cfg) -> str:
@@ -175,7 +335,10 @@ def to_yaml(cfg) -> str:
 
 def parse_value(text: str) -> Any:
     """A command-line value as a YAML scalar, with numbers YAML 1.1 leaves as text (``1e-3``) read as floats."""
-    value = yaml.safe_load(text) if text else None
+    try:
+        value = yaml.safe_load(text) if text else None
+    except (yaml.YAMLError, ValueError, RecursionError):  # "[", a 5,000-digit integer: text, refused by type later
+        value = text
     if isinstance(value, str):
         try:
             number = float(value)
@@ -187,23 +350,45 @@ def parse_value(text: str) -> Any:
 
 
 def read_fields(cls, path: str | Path) -> dict[str, Any]:
-    """The fields a YAML file sets, checked against ``cls`` (only those: a field the file leaves out stays unset,
-    so a method preset's or a preset's value is not overwritten by the dataclass default)."""
+    """The fields a YAML file sets, typed and range-checked against ``cls``, errors naming the file (only those
+    fields: a field the file leaves out stays unset, so a method preset's or a preset's value is not overwritten by
+    the dataclass default). An explicit null of an Optional field comes back as "none", which ``build`` turns into
+    None over any preset's value (a plain None would mean unset); a null elsewhere is refused."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise RobustDartsError(f"config file {path} does not exist; pass an existing YAML file.") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise RobustDartsError(f"cannot read config file {path} ({getattr(e, 'strerror', None) or e}); "
+                               f"pass a readable YAML file.") from None
     except yaml.YAMLError as e:
-        raise RobustDartsError(f"config file {path} is not valid YAML ({str(e).splitlines()[0]}); fix its syntax.") from None
+        raise RobustDartsError(f"config file {path} is not valid YAML ({str(e).splitlines()[0]}); "
+                               f"fix its syntax.") from None
+    except RecursionError:
+        raise RobustDartsError(f"config file {path} is nested too deeply to be a config; write field: value "
+                               f"lines.") from None
     if not isinstance(data, dict):
         raise RobustDartsError(f"config file {path} must hold a mapping of field: value, not {type(data).__name__}.")
     names = {f.name for f in fields(cls)}
-    bad = sorted(set(data) - names)
+    bad = sorted(set(map(str, data)) - names)
     if bad:
-        raise RobustDartsError(f"config file {path} has unknown field {bad[0]!r}; fields are: {', '.join(sorted(names))}.")
-    return {k: coerce_field(cls, k, v) for k, v in data.items()}
+        raise RobustDartsError(f"config file {path} has unknown field {bad[0]!r}; fields are: "
+                               f"{', '.join(sorted(names))}.")
+    hints = type_hints(cls)
+    out = {}
+    for k, v in data.items():
+        if v is None:
+            if "None" not in str(hints[k]):
+                raise RobustDartsError(f"config file {path} sets {k!r} to null; give it a value or leave it out.")
+            out[k] = "none"
+        else:
+            out[k] = check_field(cls, k, coerce_field(cls, k, v, f"config file {path}: field"),
+                                 f"config file {path}: field")
+    return out
 
 
 def load_yaml(cls, path: str | Path):
-    return cls(**read_fields(cls, path))
+    """A complete config from a YAML file (a run's config.yaml), checked as ``build`` checks one."""
+    values = {k: coerce_field(cls, k, v) for k, v in read_fields(cls, path).items()}
+    return check_config(cls(**values), f"config file {path}: field")

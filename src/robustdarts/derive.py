@@ -5,19 +5,43 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import SearchConfig
-from .errors import RobustDartsError
+from .errors import RobustDartsError, unknown
 from .methods import genotype_of, make_recipe
 from .runs import RunDir
 from .spaces import get_space
 
+# Policies that choose the epoch from the whole archive, then derive it with the space's own rule.
+EPOCH_POLICIES = ("selective-stop",)
+# Policies that select on the trained supernet itself (search/darts_pt.py).
+SUPERNET_POLICIES = ("darts-pt",)
+
+
+def policy_names() -> list[str]:
+    """Every ``--policy`` that ``derive`` accepts, so that its help and its error list the same set: the registered
+    discretization policies and the epoch-choosing ones."""
+    from .discretize import POLICIES
+    return sorted(POLICIES) + list(EPOCH_POLICIES) + list(SUPERNET_POLICIES)
+
 
 def derive_from_run(run_dir: str | Path, epoch: int | None = None, policy: str | None = None,
-                    condition: str | None = None):
+                    condition: str | None = None, **options):
     """(genotype, epoch). ``policy='selective-stop'`` picks the epoch by the operation-magnitude rule (spec L §6.2)
-    and derives it with the space's own rule."""
+    and derives it with the space's own rule; ``policy='darts-pt'`` selects by perturbation on the trained supernet
+    (``search/darts_pt.py``; ``options``: tune_epochs, val_images, seed) and writes ``darts_pt.json``."""
+    if policy is not None and policy not in policy_names():
+        raise unknown("discretization policy", policy, policy_names())
     run = RunDir(run_dir)
     cfg = run.load_config(SearchConfig)
-    archive, _ = run.load_archive()
+    if policy == "darts-pt":
+        from .search.darts_pt import darts_pt
+        if epoch is not None or condition is not None:
+            raise RobustDartsError("--policy darts-pt selects from the run's final supernet; drop --epoch and "
+                                   "--condition.")
+        genotype, report = darts_pt(run_dir, **options)
+        return genotype, report["epoch"]
+    if options:
+        raise RobustDartsError(f"{', '.join(sorted(options))} apply to --policy darts-pt only.")
+    archive, _ = run.load_archive(cfg.space)  # checked to hold this space's α: never a genotype of another space
     space = get_space(cfg.space)
     recipe = make_recipe(cfg, space)
     trained = {e: a for e, a in archive.items() if e >= 0}
@@ -29,7 +53,7 @@ def derive_from_run(run_dir: str | Path, epoch: int | None = None, policy: str |
     if epoch is None:
         epoch = max(trained) if trained else -1
     if epoch not in archive:
-        raise RobustDartsError(f"the archive of {run_dir} has no epoch {epoch}; available: "
-                               f"{min(archive)}..{max(archive)}.")
+        available = f"{min(archive)}..{max(archive)}" if archive else "none (the archive is empty)"
+        raise RobustDartsError(f"the archive of {run_dir} has no epoch {epoch}; available: {available}.")
     options = {"condition": condition} if condition else {}
     return genotype_of(archive[epoch], recipe, space, epoch, policy, **options), epoch

@@ -83,7 +83,7 @@ def _tensor(weights: Mapping[str, torch.Tensor], key: str, shape: tuple[int, ...
     if isinstance(value, (list, tuple)):
         raise RobustDartsError(f"weights[{key!r}] is a list of per-cell tensors; discretize one tensor per cell "
                                f"type (for example the relaxation of α without per-cell perturbations).")
-    tensor = torch.as_tensor(value).detach().cpu()
+    tensor = torch.as_tensor(value, device="cpu") if not isinstance(value, torch.Tensor) else value.detach().cpu()
     if not tensor.is_floating_point():
         tensor = tensor.float()
     if tuple(tensor.shape) != tuple(shape):
@@ -102,7 +102,7 @@ def _values(weights: Mapping[str, torch.Tensor], key: str, shape: tuple[int, ...
 def _in_dtype(threshold: float, like: torch.Tensor) -> float:
     """A threshold rounded to the weights' dtype, as the reference's ``float32_tensor > 0.2`` compares: otherwise
     an exactly uniform float32 softmax (0.2f > 0.2 in float64) would pass the strict threshold it should fail."""
-    return float(torch.tensor(threshold, dtype=like.dtype))
+    return float(torch.tensor(threshold, dtype=like.dtype, device="cpu"))
 
 
 def _ranked(values: Sequence[float]) -> list[int]:

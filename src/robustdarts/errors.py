@@ -10,3 +10,21 @@ def unknown(kind: str, name: object, choices, where: str = "") -> RobustDartsErr
     says where the name was given when the accepted names depend on it."""
     where = f" {where}" if where else ""
     return RobustDartsError(f"unknown {kind} {name!r}{where}; choose one of: {', '.join(sorted(map(str, choices)))}.")
+
+
+def short(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a message names a bad value, it never dumps one (a 10,000-entry
+    list, a 100,000-level nesting or a 5,000-digit integer would otherwise make the one sentence a page, or fail)."""
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):
+        text = f"<{type(value).__name__} too large to show>"
+    return text if len(text) <= limit else text[: limit - 4] + " ..."
+
+
+def first_line(error: BaseException, limit: int = 120) -> str:
+    """The first informative line of an exception's text (torch's state-dict errors open with a bare heading
+    ending in ':'), cut to ``limit`` characters, for the parenthesis of a one-sentence message."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.endswith(":")] or lines or [type(error).__name__]
+    return useful[0][:limit]

@@ -31,7 +31,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from .atomic import atomic_write_text
-from .errors import RobustDartsError, unknown
+from .errors import RobustDartsError, short, unknown
 from .spaces.ops import OPS
 from .spaces.registry import SPACES, Space, get_space
 
@@ -71,23 +71,23 @@ def _is_int(value: Any) -> bool:
 
 def _ints(value: Any, where: str) -> tuple[int, ...]:
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
-        raise RobustDartsError(f"{where} must be a list of integers, not {value!r}.")
+        raise RobustDartsError(f"{where} must be a list of integers, not {short(value)}.")
     items = list(value)
     if not all(_is_int(v) for v in items):
-        raise RobustDartsError(f"{where} must be a list of integers, not {items!r}.")
+        raise RobustDartsError(f"{where} must be a list of integers, not {short(items)}.")
     return tuple(int(v) for v in items)
 
 
 def _genes(value: Any, arity: int, where: str) -> tuple[Gene, ...]:
     shape = "(op, input)" if arity == 2 else "(op, input, node)"
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
-        raise RobustDartsError(f"{where} must be a list of {shape} genes, not {value!r}.")
+        raise RobustDartsError(f"{where} must be a list of {shape} genes, not {short(value)}.")
     genes = []
     for i, gene in enumerate(value):
         ok = (isinstance(gene, (list, tuple)) and len(gene) == arity and isinstance(gene[0], str)
               and all(_is_int(v) for v in gene[1:]))
         if not ok:
-            raise RobustDartsError(f"{where} gene {i} is {gene!r}, but each gene must be {shape} with a string op "
+            raise RobustDartsError(f"{where} gene {i} is {short(gene)}, but each gene must be {shape} with a string op "
                                    f"and integer indices.")
         genes.append((gene[0], *(int(v) for v in gene[1:])))
     return tuple(genes)
@@ -97,7 +97,8 @@ def _output(value: Any, where: str) -> CellOutput:
     if isinstance(value, CellOutput):
         return value
     if not isinstance(value, Mapping) or set(value) != {"sum", "concat"}:
-        raise RobustDartsError(f"{where} must be a mapping with exactly the keys 'sum' and 'concat', not {value!r}.")
+        raise RobustDartsError(f"{where} must be a mapping with exactly the keys 'sum' and 'concat', not "
+                               f"{short(value)}.")
     return CellOutput(_ints(value["sum"], f"{where}['sum']"), _ints(value["concat"], f"{where}['concat']"))
 
 
@@ -181,17 +182,19 @@ class Genotype:
         for i, gene in enumerate(genes):
             node = self.gene_node(cell, i)
             if node < 0:
-                raise RobustDartsError(f"{cell} gene {i} {gene!r} names node {node}; nodes are numbered from 0.")
+                raise RobustDartsError(f"{cell} gene {i} {short(gene)} names node {short(node)}; nodes are numbered "
+                                       f"from 0.")
             if not 0 <= gene[1] < first + node:
-                raise RobustDartsError(f"{cell} gene {i} {gene!r} feeds node {node} from input {gene[1]}, but node "
-                                       f"{node} accepts inputs 0..{first + node - 1} only.")
+                raise RobustDartsError(f"{cell} gene {i} {short(gene)} feeds node {short(node)} from input "
+                                       f"{short(gene[1])}, but node {short(node)} accepts inputs "
+                                       f"0..{short(first + node - 1)} only.")
         nodes = self.node_inputs(cell)
         if self.kind == "darts":
             if output is not None or not concat:
                 raise RobustDartsError(f"a darts genotype needs a non-empty {cell}_concat and no {cell}_output.")
             bad = [c for c in concat if not 0 <= c < first + len(nodes)]
             if bad or len(set(concat)) != len(concat):
-                raise RobustDartsError(f"{cell}_concat {list(concat)} must list distinct states in "
+                raise RobustDartsError(f"{cell}_concat {short(list(concat))} must list distinct states in "
                                        f"0..{first + len(nodes) - 1}.")
         elif self.kind == "lhd":
             if concat or output is None or not output.sum or not output.concat:
@@ -200,8 +203,9 @@ class Genotype:
             for key in ("sum", "concat"):
                 chosen = output[key]
                 if len(set(chosen)) != len(chosen) or any(not (0 <= n < len(nodes) and nodes[n]) for n in chosen):
-                    raise RobustDartsError(f"{cell}_output[{key!r}] {list(chosen)} must list distinct nodes that "
-                                           f"have genes, here {[n for n in range(len(nodes)) if nodes[n]]}.")
+                    have = short([n for n in range(len(nodes)) if nodes[n]])
+                    raise RobustDartsError(f"{cell}_output[{key!r}] {short(list(chosen))} must list distinct nodes "
+                                           f"that have genes, here {have}.")
             for i, gene in enumerate(genes):
                 if gene[1] >= first and not nodes[gene[1] - first]:
                     raise RobustDartsError(f"{cell} gene {i} {gene!r} consumes node {gene[1] - first}, which has "
@@ -212,8 +216,8 @@ class Genotype:
             for node, pairs in enumerate(nodes):
                 inputs = sorted(inp for _, inp in pairs)
                 if inputs != list(range(first + node)):
-                    raise RobustDartsError(f"nb201 node {node} has inputs {inputs}, but every node keeps exactly one "
-                                           f"gene per input {list(range(first + node))}.")
+                    raise RobustDartsError(f"nb201 node {node} has inputs {short(inputs)}, but every node keeps "
+                                           f"exactly one gene per input {list(range(first + node))}.")
 
     # ---- dict / JSON ----------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -257,6 +261,9 @@ class Genotype:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise RobustDartsError(f"{source} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); "
+                                   f"write it as robustdarts saves it with Genotype.save.") from None
+        except (RecursionError, ValueError):  # nesting beyond the parser's depth; integers beyond its digit limit
+            raise RobustDartsError(f"{source} is nested too deeply or holds numbers too long to be a genotype; "
                                    f"write it as robustdarts saves it with Genotype.save.") from None
         return cls.from_dict(data, source)
 
@@ -416,8 +423,12 @@ def _literal(node: ast.AST, field: str, source: str) -> Any:
     try:
         return ast.literal_eval(node)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        try:
+            found = repr(ast.unparse(node)[:60])
+        except (RecursionError, ValueError):
+            found = "a deeply nested expression"
         raise RobustDartsError(f"{source}: field {field} is not a literal (lists, tuples, strings, integers or "
-                               f"range(a, b)); found {ast.unparse(node)[:60]!r}.") from None
+                               f"range(a, b)); found {found}.") from None
 
 
 def parse_darts_text(text: str, source: str = "DARTS genotype text", space: str | None = None) -> Genotype:

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from .devices import sample_on
 from .errors import unknown
 
 from .spaces import Space
@@ -102,7 +103,9 @@ def per_group(space: Space | None, row_fn: RowFn, *tensors: torch.Tensor) -> tor
 
 
 def _gaussian_like(x: torch.Tensor, std: float, generator: torch.Generator | None) -> torch.Tensor:
-    return std * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    # Drawn on the generator's device, then placed beside x (devices.sample_on: a CPU generator serves CUDA too).
+    return std * sample_on(lambda d: torch.randn(x.shape, generator=generator, dtype=x.dtype, device=d), generator,
+                           x.device)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -183,7 +186,8 @@ def _gumbel_hard_rows(logits: torch.Tensor, tau: float, gumbels: torch.Tensor,
 def sample_gumbels(shape: torch.Size | tuple[int, ...], generator: torch.Generator | None = None,
                    dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> torch.Tensor:
     """Standard Gumbel noise −log(E), E ~ Exp(1), drawn from ``generator`` (as GDAS draws it)."""
-    exp = torch.empty(shape, dtype=dtype, device=device).exponential_(generator=generator)
+    exp = sample_on(lambda d: torch.empty(shape, dtype=dtype, device=d).exponential_(generator=generator), generator,
+                    device)
     # Exp(1) can round to 0 in float32; −log(0) = inf would turn the softmax into NaN (GDAS resamples then).
     return -exp.clamp_min(torch.finfo(exp.dtype).tiny).log()
 
@@ -242,7 +246,12 @@ class _DirichletSample(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, concentration: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        sample = torch._sample_dirichlet(concentration, generator=generator)
+        if generator is not None and generator.device != concentration.device:
+            # Works, at the price of copying α to the host (a sync); devices.make_generator avoids it.
+            sample = torch._sample_dirichlet(concentration.to(generator.device), generator=generator)
+            sample = sample.to(concentration.device)
+        else:
+            sample = torch._sample_dirichlet(concentration, generator=generator)
         ctx.save_for_backward(sample, concentration)
         return sample
 
@@ -306,7 +315,8 @@ def sdarts_rs_perturb(space: Space, weights: Mapping[str, torch.Tensor], eps: fl
     out = dict(weights)
     for c in space.cell_types:
         p = weights[c].detach()
-        noise = torch.rand(p.shape, generator=generator, dtype=p.dtype, device=p.device) * (2 * eps) - eps
+        noise = sample_on(lambda d: torch.rand(p.shape, generator=generator, dtype=p.dtype, device=d), generator,
+                          p.device) * (2 * eps) - eps
         out[c] = per_group(space, simplex_clip, p + noise)
     return out
 

@@ -1,12 +1,21 @@
 """Run directories: resolved config, metrics JSONL, per-epoch architecture archive, genotype, checkpoints.
 
 Every write is atomic (temp file in the same directory, then ``os.replace``), so an interrupted write leaves the
-previous file intact. Checkpoints hold tensors and plain data only and load with ``weights_only=True``.
+previous file intact; the temp file a killed process leaves behind is removed when the run is next opened for
+writing. Checkpoints hold tensors and plain data only and load with ``weights_only=True``.
+
+One reader per file kind, each checking the structure it returns and naming the file and what is wrong:
+``load_config`` (config.yaml), ``load_checkpoint`` (checkpoint.pt), ``load_archive`` (archive.pt),
+``read_metrics`` (metrics.jsonl), ``Genotype.load`` (genotype.json). A run directory has one writer: ``lock``
+takes an exclusive ``flock`` on its ``.lock`` file for the life of the process.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -20,6 +29,13 @@ from .config import load_yaml, to_yaml
 from .errors import RobustDartsError
 
 CHECKPOINT_FORMAT = "robustdarts-checkpoint-v1"
+LOCK_NAME = ".lock"
+# What a checkpoint of each run kind must hold (recipes and later versions may add keys; those are optional).
+CHECKPOINT_KEYS = {
+    "search": ("epoch", "supernet", "arch", "w_opt", "a_opt", "train_stream", "val_stream", "rng", "method", "wall"),
+    "train": ("epoch", "net", "opt", "stream", "rng", "wall"),
+}
+STREAM_KEYS = ("epoch", "position", "order", "generator", "num_images", "batch_size")
 
 
 def save_tensors(path: Path, obj: dict) -> None:
@@ -40,6 +56,89 @@ def load_tensors(path: Path, what: str = "checkpoint") -> dict:
         raise RobustDartsError(f"{what} {path} was not written by robustdarts (no '{CHECKPOINT_FORMAT}' tag); "
                                f"point to a robustdarts run directory.")
     return obj
+
+
+def _bad(path: Path, what: str) -> RobustDartsError:
+    return RobustDartsError(f"{path} {what}; restore it from a copy or start a new run.")
+
+
+def check_checkpoint(obj: dict, path: Path, kind: str) -> dict:
+    """The keys and plain types a resume reads from a ``kind`` checkpoint, so that a tagged but damaged file is
+    one sentence naming it rather than a KeyError or a torch RuntimeError halfway through restoring a run."""
+    missing = [k for k in CHECKPOINT_KEYS[kind] if k not in obj]
+    if missing:
+        raise _bad(path, f"lacks {', '.join(map(repr, missing))}")
+    epoch = obj["epoch"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise _bad(path, f"holds epoch {epoch!r}, not a count of finished epochs")
+    if isinstance(obj["wall"], bool) or not isinstance(obj["wall"], (int, float)):
+        raise _bad(path, f"holds wall time {obj['wall']!r}, not a number")
+    rng = obj["rng"]
+    expected = torch.get_rng_state()
+    if not isinstance(rng, torch.Tensor) or rng.dtype != expected.dtype or rng.shape != expected.shape:
+        raise _bad(path, "holds no valid random-generator state under 'rng'")
+    for key in ("supernet", "arch", "w_opt", "a_opt", "net", "opt", "method"):
+        if key in CHECKPOINT_KEYS[kind] and not isinstance(obj[key], dict):
+            raise _bad(path, f"holds a {type(obj[key]).__name__} under {key!r}, not a state dict")
+    for key in ("train_stream", "val_stream", "stream"):
+        if key not in CHECKPOINT_KEYS[kind]:
+            continue
+        state = obj[key]
+        if not isinstance(state, dict) or any(k not in state for k in STREAM_KEYS) or not all(
+                isinstance(state[k], torch.Tensor) for k in ("order", "generator")):
+            raise _bad(path, f"holds no valid batch-stream state under {key!r}")
+    return obj
+
+
+def check_archive(obj: dict, path: Path, space=None) -> dict[int, dict[str, torch.Tensor]]:
+    """{epoch: {name: tensor}} of an archive, every epoch holding the α of ``space`` (when given) in its shapes: an
+    archive from another space must never be discretized as this one."""
+    epochs = obj.get("epochs")
+    if not isinstance(epochs, dict) or not isinstance(obj.get("meta", {}), dict):
+        raise _bad(path, "holds no per-epoch 'epochs' mapping")
+    meta = obj.get("meta", {})
+    if space is not None and meta.get("space", space.name) != space.name:
+        raise RobustDartsError(f"{path} holds the α of space {meta['space']!r}, but the run's config.yaml says "
+                               f"{space.name!r}; put the archive back with its own run.")
+    out = {}
+    for key, values in epochs.items():
+        try:
+            epoch = int(key)
+        except (TypeError, ValueError):
+            raise _bad(path, f"has epoch key {key!r}, not an integer") from None
+        if not isinstance(values, dict) or not all(isinstance(v, torch.Tensor) for v in values.values()):
+            raise _bad(path, f"epoch {epoch} holds no tensors")
+        if space is not None:
+            for cell in space.cell_types:
+                alpha = values.get(f"alpha/{cell}")
+                if alpha is None or tuple(alpha.shape) != space.alpha_shape(cell):
+                    got = "none" if alpha is None else tuple(alpha.shape)
+                    raise RobustDartsError(f"{path} epoch {epoch} holds α of shape {got} for the {cell} cell, "
+                                           f"but space {space.name!r} has {space.alpha_shape(cell)}; the archive "
+                                           f"belongs to another run.")
+            extra = sorted(k for k in values if k.startswith("alpha/") and k[6:] not in space.cell_types)
+            if extra:
+                raise _bad(path, f"epoch {epoch} holds {extra[0]!r}, which space {space.name!r} does not have")
+        if not all(torch.isfinite(v).all() for v in values.values() if v.is_floating_point()):
+            raise _bad(path, f"epoch {epoch} holds NaN or infinite architecture values")
+        out[epoch] = values
+    return out
+
+
+# Run directories this process holds the lock of: resolved path -> (open lock file descriptor, run kind).
+_LOCKS: dict[Path, tuple[int, str]] = {}
+
+
+def held_runs() -> dict[Path, str]:
+    """The run directories this process writes (path -> 'search' or 'train'), most recent last."""
+    return {p: kind for p, (_, kind) in _LOCKS.items()}
+
+
+def release(path: str | Path) -> None:
+    """Give up this process's lock of a run directory (the lock otherwise lasts until the process exits)."""
+    entry = _LOCKS.pop(Path(path).resolve(), None)
+    if entry is not None:
+        os.close(entry[0])
 
 
 def environment() -> dict[str, Any]:
@@ -79,18 +178,68 @@ class RunDir:
         return self.path / "checkpoints" / f"epoch_{epoch:04d}.pt"
 
     # creation / resume
-    def create(self, cfg, overwrite: bool = False) -> None:
-        if self.checkpoint_path.exists() and not overwrite:
+    def check_new(self) -> None:
+        """Refuse a directory that already holds a run (a checkpoint): a new run would overwrite it."""
+        if self.checkpoint_path.exists():
             raise RobustDartsError(f"run directory {self.path} already holds a run; resume it with --resume "
                                    f"{self.path} or choose another --out.")
+
+    def create(self, cfg, overwrite: bool = False) -> None:
+        """Start a run here: lock the directory for this process, then write the config (checked again under the
+        lock, since another writer may have finished a run here meanwhile)."""
+        if not overwrite:
+            self.check_new()
         self.path.mkdir(parents=True, exist_ok=True)
+        self.lock("train" if type(cfg).__name__ == "TrainConfig" else "search")
+        if not overwrite:
+            self.check_new()
+        self.remove_temp_files()
         atomic_write_text(self.config_path, to_yaml(cfg))
         atomic_write_text(self.path / "environment.json", json.dumps(environment(), indent=2))
         if self.metrics_path.exists():
             self.metrics_path.unlink()
 
+    def lock(self, kind: str = "search") -> None:
+        """Hold an exclusive lock on this directory until the process exits, or refuse in one sentence when another
+        process holds it. ``flock`` locks die with their process, so the lock of a killed run is stale by
+        construction: its ``.lock`` file (holding the dead pid) is simply locked again. Several objects of one
+        process may write the same run in turn (tests, resume after stop_after); another process may not."""
+        path = self.path.resolve()
+        if path in _LOCKS:
+            return
+        fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return  # a file system without flock: run unlocked rather than not at all
+            pid = f" (pid {holder})" if holder.isdigit() else ""
+            raise RobustDartsError(f"run directory {self.path} is in use by another robustdarts process{pid}; "
+                                   f"wait for it to finish or choose another --out.") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _LOCKS[path] = (fd, kind)
+
+    def remove_temp_files(self) -> list[Path]:
+        """Delete the temp files of atomic writes that a killed process left here (only the writer holding the lock
+        calls this, so no live write owns them)."""
+        removed = []
+        for folder in (self.path, self.path / "checkpoints"):
+            if folder.is_dir():
+                for tmp in folder.glob(".*.tmp"):
+                    tmp.unlink(missing_ok=True)
+                    removed.append(tmp)
+        return removed
+
     def load_config(self, cls):
-        if not self.config_path.exists():
+        """config.yaml, typed and range-checked (load_yaml); errors name the file."""
+        if not self.path.is_dir():
+            why = "a file" if self.path.exists() else "it does not exist"
+            raise RobustDartsError(f"{self.path} is not a robustdarts run directory ({why}); "
+                                   f"pass the directory that a search or train command created.")
+        if not self.config_path.is_file():
             raise RobustDartsError(f"{self.path} is not a robustdarts run directory (no config.yaml); "
                                    f"pass the directory that a search or train command created.")
         return load_yaml(cls, self.config_path)
@@ -102,9 +251,27 @@ class RunDir:
         atomic_write_text(self.metrics_path, lines + json.dumps(record, default=float) + "\n")
 
     def read_metrics(self) -> list[dict]:
-        if not self.metrics_path.exists():
+        """metrics.jsonl: one JSON object per line, each with its integer epoch; anything else names the line."""
+        path = self.metrics_path
+        if not path.exists():
             return []
-        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise _bad(path, f"cannot be read as text ({type(e).__name__})") from None
+        records = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except (ValueError, RecursionError):
+                raise _bad(path, f"line {number} is not a JSON record") from None
+            epoch = record.get("epoch") if isinstance(record, dict) else None
+            if isinstance(epoch, bool) or not isinstance(epoch, int):
+                raise _bad(path, f"line {number} is not a metrics record with an integer 'epoch'")
+            records.append(record)
+        return records
 
     def truncate_metrics(self, epochs_done: int) -> None:
         """Drop records of epochs after the checkpoint (written just before an interruption)."""
@@ -121,15 +288,24 @@ class RunDir:
             if old.exists():
                 old.unlink()
 
-    def load_checkpoint(self, epoch: int | None = None) -> dict:
+    def load_checkpoint(self, epoch: int | None = None, kind: str | None = None) -> dict:
+        """checkpoint.pt (or a kept epoch's), with the structure a ``kind`` ('search', 'train') resume reads."""
         path = self.checkpoint_path if epoch is None else self.epoch_checkpoint(epoch)
-        return load_tensors(path)
+        if epoch is None and not path.exists() and self.config_path.exists():
+            raise RobustDartsError(f"{self.path} was stopped before its first checkpoint, so there is nothing to "
+                                   f"resume; run the same command again with --out {self.path} to start it over.")
+        obj = load_tensors(path)
+        return check_checkpoint(obj, path, kind) if kind is not None else obj
 
     # archive of α/β per epoch
     def save_archive(self, archive: dict[int, dict[str, torch.Tensor]], meta: dict | None = None) -> None:
         save_tensors(self.archive_path, {"format": CHECKPOINT_FORMAT, "epochs": {str(k): v for k, v in archive.items()},
                                          "meta": meta or {}})
 
-    def load_archive(self) -> tuple[dict[int, dict[str, torch.Tensor]], dict]:
+    def load_archive(self, space=None) -> tuple[dict[int, dict[str, torch.Tensor]], dict]:
+        """archive.pt as ({epoch: values}, meta), checked to hold α of ``space`` (a Space or name) when given."""
+        if space is not None:
+            from .spaces import get_space
+            space = get_space(space)
         obj = load_tensors(self.archive_path, "architecture archive")
-        return {int(k): v for k, v in obj["epochs"].items()}, obj.get("meta", {})
+        return check_archive(obj, self.archive_path, space), obj.get("meta", {})

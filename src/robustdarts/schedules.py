@@ -244,7 +244,8 @@ class MixedSparsity:
         One uniform per step is consumed in every epoch (warmup included), so the stream stays aligned across
         epochs and a run that stores the generator state resumes with the same draws.
         """
-        return torch.rand(steps, generator=generator, dtype=torch.float64) < self.prob_sparse(epoch)
+        device = generator.device if generator is not None else "cpu"  # host decisions: never the default device
+        return torch.rand(steps, generator=generator, dtype=torch.float64, device=device) < self.prob_sparse(epoch)
 
     def step_taus(self, epoch: int, steps: int, generator: torch.Generator | None = None) -> list[float]:
         """The τ of every step of an epoch: τ_s where the draw is sparse, else τ_d."""

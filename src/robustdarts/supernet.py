@@ -18,6 +18,9 @@ Two things keep a step cheap on a memory-bound CPU (DESIGN.md):
 
 from __future__ import annotations
 
+import contextlib
+import weakref
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -25,68 +28,188 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .layers import ResBlock, count_parameters, drop_path, reduction_layers  # noqa: F401 (re-exported)
+from .errors import RobustDartsError
 from .spaces import Space, get_space, make_op
 from .spaces.ops import FactorizedReduce, relu_conv_bn, takes_relu
 
 EdgeExtra = Callable[[int, int], nn.Module] | None  # (C, stride) -> an extra op on every mixed edge
 
 
-class MixedEdge(nn.Module):
-    """All candidate ops of one edge. ``none`` gets no module: it contributes exactly zero."""
+@dataclass(frozen=True)
+class EdgeOptions:
+    """How every mixed edge is built: a method's extra op (DARTS-, SurgeNAS) and partial channels (PC-DARTS)."""
 
-    def __init__(self, op_names: Sequence[str], C: int, stride: int, family: str, edge_extra: EdgeExtra = None):
+    extra: EdgeExtra = None
+    partial: int = 1  # K: the candidate ops see C/K channels, the rest bypass them
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """ShuffleNet's channel shuffle (PC-DARTS: after each partial-channel edge, so that the next edge's first C/K
+    channels mix ops' outputs and bypassed channels)."""
+    b, c, h, w = x.shape  # reshape, not view: a channels-last x is not viewable so (the same values either way)
+    return x.reshape(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+
+class MixedEdge(nn.Module):
+    """All candidate ops of one edge. ``none`` gets no module: it contributes exactly zero.
+
+    With partial channels K (PC-DARTS, Xu et al., ICLR 2020; yuhuixu1993/PC-DARTS ``model_search.py`` MixedOp) the
+    ops see the first C/K channels only; the other channels bypass them (max-pooled 2x2 on stride-2 edges, with
+    ceil mode so that odd sizes match the ops' outputs), and the concatenation is channel-shuffled in K groups.
+    Which channels an edge samples is the reference's deterministic choice — the first C/K after the previous
+    shuffle — so no random state is involved and resumption is exact by construction.
+    """
+
+    def __init__(self, op_names: Sequence[str], C: int, stride: int, family: str, options: EdgeOptions = EdgeOptions()):
         super().__init__()
         self.op_names = tuple(op_names)
-        self.stride = stride
+        self.stride, self.partial = stride, options.partial
+        C_ops = C // options.partial
         self.slots = [i for i, n in enumerate(self.op_names) if n != "none"]  # α columns that have a module
         self.ops = nn.ModuleList(
-            make_op(self.op_names[i], C, stride, family=family, affine=False, pool_bn=True, shared_relu=True)
+            make_op(self.op_names[i], C_ops, stride, family=family, affine=False, pool_bn=True, shared_relu=True)
             for i in self.slots
         )
         # A method's un-weighted extra op on every edge (DARTS-'s auxiliary skip), scaled from outside.
-        self.extra = edge_extra(C, stride) if edge_extra is not None else None
+        self.extra = options.extra(C, stride) if options.extra is not None else None
 
-    def forward(self, x, x_relu, w, active, extra_scale: float = 0.0):
-        """Σ_o w[o]·op_o(x) over the ops with ``active[o]``; returns None when no op contributes."""
+    def forward(self, x, x_relu, w, active, extra_scale: float = 0.0, extra_weight=None):
+        """Σ_o w[o]·op_o(x) over the ops with ``active[o]`` (+ the bypass of partial channels, + the extra op at
+        ``extra_scale``·``extra_weight``); returns None when nothing contributes."""
+        full = x
+        if self.partial > 1:
+            c = x.shape[1] // self.partial
+            x, rest = x[:, :c], x[:, c:]
+            x_relu = x_relu[:, :c] if x_relu is not None else None
         out = None
         for slot, op in zip(self.slots, self.ops):
             if not active[slot]:
                 continue
+            if x_relu is None and takes_relu(op):  # recomputed edges make their own (not kept for backward)
+                x_relu = F.relu(x)
             y = w[slot] * op(x_relu if takes_relu(op) else x)
             out = y if out is None else out + y
+        if self.partial > 1:
+            if self.stride == 2:
+                rest = F.max_pool2d(rest, 2, 2, ceil_mode=True)
+            if out is None:
+                out = rest.new_zeros(rest.shape[0], c, *rest.shape[2:])
+            out = channel_shuffle(torch.cat([out, rest], dim=1), self.partial)
         if self.extra is not None and extra_scale > 0:
-            y = extra_scale * self.extra(x)
+            scale = extra_scale if extra_weight is None else extra_scale * extra_weight
+            y = scale * self.extra(full)
             out = y if out is None else out + y
         return out
 
 
 def _active_mask(w: torch.Tensor, skip_zero_ops: bool = True) -> list[list[bool]]:
     """Which ops must run: all of them when w carries a graph, else those with non-zero weight (one sync)."""
-    if w.requires_grad or not skip_zero_ops:
-        return [[True] * w.shape[1]] * w.shape[0]
-    return (w != 0).tolist()
+    return _active_masks([w], skip_zero_ops)[0]
+
+
+def _active_masks(tensors: Sequence[torch.Tensor], skip_zero_ops: bool = True) -> list[list[list[bool]]]:
+    """``_active_mask`` of several weight tensors with one host sync for all of them (the only sync a forward
+    needs: which kernels to launch is a host decision). None when nothing may be skipped."""
+    masks: list = [[[True] * w.shape[1]] * w.shape[0] for w in tensors]
+    need = [i for i, w in enumerate(tensors) if skip_zero_ops and not w.requires_grad]
+    if need:
+        flat = torch.cat([(tensors[i] != 0).reshape(-1) for i in need]).tolist()
+        offset = 0
+        for i in need:
+            rows, cols = tensors[i].shape
+            masks[i] = [flat[offset + r * cols:offset + (r + 1) * cols] for r in range(rows)]
+            offset += rows * cols
+    return masks
+
+
+def _recomputing() -> bool:
+    """Whether a forward may be recomputed here: with gradients on, and outside torch.func transforms (the
+    Hessian's HVPs), which do not support checkpoints: those passes run plainly, with the same values."""
+    if not torch.is_grad_enabled():
+        return False
+    peek = getattr(getattr(torch._C, "_functorch", None), "peek_interpreter_stack", None)
+    return peek is None or peek() is None
+
+
+def recomputed(module: nn.Module, *args):
+    """``module(*args)`` keeping only its inputs for backward, where it runs again (torch.utils.checkpoint).
+
+    The parameters are captured when the forward runs and handed to the recomputation explicitly (via
+    ``functional_call``), so that a pass on virtual weights (the unrolled step's ``functional_call``) is recomputed
+    with those weights, not with whatever the module holds at backward time. The recomputation restores the BN
+    running statistics it moves (a recomputed forward must not count twice) and replays the same random draws
+    (drop path, noise ops). Values and gradients are those of the plain forward."""
+    from torch.func import functional_call
+    from torch.utils.checkpoint import checkpoint
+
+    from .preserve import preserved
+
+    names, params = zip(*module.named_parameters()) if any(True for _ in module.parameters()) else ((), ())
+
+    def run(n: int, *flat):
+        return functional_call(module, dict(zip(names, flat[n:])), flat[:n], strict=False)
+
+    return checkpoint(run, len(args), *args, *params, use_reentrant=False,
+                      context_fn=lambda: (contextlib.nullcontext(), preserved(module, rng=False)))
+
+
+def compile_ops(supernet: nn.Module) -> list[str]:
+    """``torch.compile`` every candidate op with parameters in place (``Module.compile``: state_dict keys and
+    checkpoints unchanged); the ops of one kind and size share their compiled code. Compilation is tried once here
+    on a small function, so that a machine without a working compiler says so in one note and stays eager;
+    returns the notes (empty when compiled)."""
+    try:
+        import torch._dynamo
+
+        torch.compile(lambda t: F.relu(t) * 2.0)(torch.ones(2))
+    except Exception as e:  # any failure of the toolchain means: run eagerly
+        detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:100]
+        return [f"torch.compile is not available here ({detail}), so the supernet runs eagerly."]
+    # One compiled graph per op kind, stride, width and batch shape: more than dynamo's default of 8 per code
+    # object in a supernet, and past the limit it would fall back to eager silently.
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 256)
+    for cell in supernet.cells:
+        for edge in getattr(cell, "edges", []):
+            for op in edge.ops:
+                if any(True for _ in op.parameters()) or any(True for _ in op.buffers()):
+                    op.compile(dynamic=False)
+    return []
 
 
 class _Cell(nn.Module):
     """Shared machinery of the DARTS and LHD search cells: edges in the space's order, shared ReLUs."""
 
-    def _build_edges(self, space: Space, cell_type: str, C: int, reduction: bool, edge_extra: EdgeExtra):
+    recompute_edges = False  # Supernet.configure(recompute="edge"): each mixed edge recomputed in backward
+
+    def _build_edges(self, space: Space, cell_type: str, C: int, reduction: bool, options: EdgeOptions):
         self.space, self.cell_type, self.reduction, self.C = space, cell_type, reduction, C
         self.edges = nn.ModuleList(
             MixedEdge(space.ops[cell_type][e], C, 2 if reduction and src < space.num_inputs else 1, space.family,
-                      edge_extra)
+                      options)
             for e, (_, src) in enumerate(space.edges)
         )
 
-    def _node(self, node, states, relus, w, active, drop_prob, extra_scale):
+    def _node(self, node, states, relus, w, active, drop_prob, extra_scale, edge_w=None):
+        """One node: the sum of its mixed edges. ``edge_w``: optional per-edge weights, (edge scale, extra-op weight)
+        tensors of shape (edges,) — PC-DARTS' edge normalization scales a whole edge, bypass included; SurgeNAS
+        weights each edge's auxiliary skip by the edge's total op weight."""
         total = None
+        scale, extra = edge_w if edge_w is not None else (None, None)
         for e in self.space.node_edges(node):
             src = self.space.edges[e][1]
-            if relus[src] is None and any(active[e]):
-                relus[src] = F.relu(states[src])
-            y = self.edges[e](states[src], relus[src], w[e], active[e], extra_scale)
+            if self.recompute_edges and any(active[e]) and _recomputing():
+                # The edge makes its own ReLU inside the recomputed piece, so nothing of it is kept.
+                y = recomputed(self.edges[e], states[src], None, w[e], active[e], extra_scale,
+                               extra[e] if extra is not None else None)
+            else:
+                if relus[src] is None and any(active[e]):
+                    relus[src] = F.relu(states[src])
+                y = self.edges[e](states[src], relus[src], w[e], active[e], extra_scale,
+                                  extra[e] if extra is not None else None)
             if y is None:
                 continue
+            if scale is not None:
+                y = scale[e] * y
             if self.training and drop_prob > 0:
                 y = drop_path(y, drop_prob)
             total = y if total is None else total + y
@@ -102,19 +225,19 @@ class _Cell(nn.Module):
 class DartsCell(_Cell):
     """DARTS search cell: inputs are the outputs of cells k-2 and k-1; output = concat of all intermediate nodes."""
 
-    def __init__(self, space, cell_type, C_pp, C_p, C, reduction, reduction_prev, edge_extra=None):
+    def __init__(self, space, cell_type, C_pp, C_p, C, reduction, reduction_prev, options=EdgeOptions()):
         super().__init__()
         self.pre0 = (FactorizedReduce(C_pp, C, affine=False) if reduction_prev
                      else relu_conv_bn(C_pp, C, 1, 1, 0, affine=False))
         self.pre1 = relu_conv_bn(C_p, C, 1, 1, 0, affine=False)
-        self._build_edges(space, cell_type, C, reduction, edge_extra)
+        self._build_edges(space, cell_type, C, reduction, options)
         self.multiplier = space.steps
 
-    def forward(self, s0, s1, w, active, drop_prob=0.0, extra_scale=0.0):
+    def forward(self, s0, s1, w, active, drop_prob=0.0, extra_scale=0.0, edge_w=None):
         states = [self.pre0(s0), self.pre1(s1)]
         relus = [None, None]
         for node in range(self.space.steps):
-            states.append(self._node(node, states, relus, w, active, drop_prob, extra_scale))
+            states.append(self._node(node, states, relus, w, active, drop_prob, extra_scale, edge_w))
             relus.append(None)
         return torch.cat(states[-self.multiplier:], dim=1)
 
@@ -124,20 +247,20 @@ class LhdCell(_Cell):
     weights arrive already normalized; gated node states feed later nodes and the concat output, the un-gated
     ones the softmax-weighted sum output."""
 
-    def __init__(self, space, cell_type, C_pp, C_p, C, reduction, edge_extra=None):
+    def __init__(self, space, cell_type, C_pp, C_p, C, reduction, options=EdgeOptions()):
         super().__init__()
         # Both inputs have the same resolution, so h0 needs a 1x1 conv only where the width changes.
         self.pre0 = relu_conv_bn(C_pp, C, 1, 1, 0, affine=False) if C_pp != C else nn.Identity()
         self.pre1 = relu_conv_bn(C_p, C, 1, 1, 0, affine=False)
-        self._build_edges(space, cell_type, C, reduction, edge_extra)
+        self._build_edges(space, cell_type, C, reduction, options)
         self.multiplier = space.steps
 
-    def forward(self, s0, s1, w, active, sum_w, cat_w, drop_prob=0.0, extra_scale=0.0):
+    def forward(self, s0, s1, w, active, sum_w, cat_w, drop_prob=0.0, extra_scale=0.0, edge_w=None):
         states = [self.pre0(s0), self.pre1(s1)]
         relus = [None, None]
         raw = []
         for node in range(self.space.steps):
-            s = self._node(node, states, relus, w, active, drop_prob, extra_scale)
+            s = self._node(node, states, relus, w, active, drop_prob, extra_scale, edge_w)
             raw.append(s)
             states.append(cat_w[node] * s)
             relus.append(None)
@@ -148,14 +271,14 @@ class LhdCell(_Cell):
 class Nb201Cell(_Cell):
     """NAS-Bench-201 search cell: node 0 is the input; node i sums mixed edges from all earlier nodes."""
 
-    def __init__(self, space, C, edge_extra=None):
+    def __init__(self, space, C, options=EdgeOptions()):
         super().__init__()
-        self._build_edges(space, "normal", C, False, edge_extra)
+        self._build_edges(space, "normal", C, False, options)
 
-    def forward(self, x, w, active, drop_prob=0.0, extra_scale=0.0):
+    def forward(self, x, w, active, drop_prob=0.0, extra_scale=0.0, edge_w=None):
         states, relus = [x], [None]
         for node in range(self.space.steps):
-            states.append(self._node(node, states, relus, w, active, drop_prob, extra_scale))
+            states.append(self._node(node, states, relus, w, active, drop_prob, extra_scale, edge_w))
             relus.append(None)
         return states[-1]
 
@@ -164,9 +287,13 @@ class Supernet(nn.Module):
     """The macro network of a space's kind, built with non-affine BN inside the cells (search convention)."""
 
     def __init__(self, space: Space | str, C: int = 16, layers: int = 8, num_classes: int = 10, in_channels: int = 3,
-                 stem_multiplier: int = 3, edge_extra: EdgeExtra = None):
+                 stem_multiplier: int = 3, edge_extra: EdgeExtra = None, partial_channels: int = 1):
         super().__init__()
         self.space = space = get_space(space)
+        if partial_channels < 1 or C % (2 * partial_channels) and partial_channels > 1:
+            raise RobustDartsError(f"partial_channels={partial_channels} needs init_channels divisible by "
+                                   f"{2 * partial_channels} (the ops' C/K channels must be even), got {C}.")
+        options = EdgeOptions(edge_extra, partial_channels)
         self.C, self.layers, self.num_classes = C, layers, num_classes
         self.skip_zero_ops = True
         self.cell_types: list[str] = []
@@ -179,7 +306,7 @@ class Supernet(nn.Module):
                 red = i in reduction_layers(layers)
                 C_curr = C_curr * 2 if red else C_curr
                 kind = "reduce" if red else "normal"
-                cells.append(DartsCell(space, kind, C_pp, C_p, C_curr, red, red_prev, edge_extra))
+                cells.append(DartsCell(space, kind, C_pp, C_p, C_curr, red, red_prev, options))
                 self.cell_types.append(kind)
                 C_pp, C_p, red_prev = C_p, space.steps * C_curr, red
             head_in = C_p
@@ -192,7 +319,7 @@ class Supernet(nn.Module):
                 red = i in reduction_layers(layers)
                 C_curr = C_curr * 2 if red else C_curr
                 kind = "reduce" if red else "normal"
-                cells.append(LhdCell(space, kind, C_pp, C_p, C_curr, red, edge_extra))
+                cells.append(LhdCell(space, kind, C_pp, C_p, C_curr, red, options))
                 self.cell_types.append(kind)
                 C_pp, C_p = C_curr, space.steps * C_curr
             head_in = C_pp + C_p
@@ -206,7 +333,7 @@ class Supernet(nn.Module):
                     self.cell_types.append("resblock")
                     C_curr *= 2
                 for _ in range(layers):
-                    cells.append(Nb201Cell(space, C_curr, edge_extra))
+                    cells.append(Nb201Cell(space, C_curr, options))
                     self.cell_types.append("normal")
             self.lastact = nn.Sequential(nn.BatchNorm2d(C_curr), nn.ReLU(inplace=False))
             head_in = C_curr
@@ -218,44 +345,92 @@ class Supernet(nn.Module):
     def cells_of(self, cell_type: str) -> int:
         return self.cell_types.count(cell_type)
 
+    # --- speed and memory options (config: recompute, channels_last, compile; benchmarks/supernet_step.py) -------
+    recompute = "none"  # none | edge | cell
+    channels_last = False
+    compiled = "off"  # off | ops
+
+    def configure(self, recompute: str = "none", channels_last: bool = False, compile: str = "off") -> list[str]:
+        """Switch the options that change how, not what, the supernet computes (same logits and gradients to
+        float tolerance, tested): ``recompute`` keeps only each mixed edge's (or cell's) inputs for backward and
+        runs it again there; ``channels_last`` stores activations and conv weights NHWC; ``compile='ops'`` compiles
+        each candidate op with torch.compile (the small repeated pieces: a whole supernet step does not compile in
+        reasonable time on a CPU). Returns notes for the user (e.g. compilation unavailable: eager it is)."""
+        from .errors import unknown
+
+        if recompute not in ("none", "edge", "cell"):
+            raise unknown("recompute", recompute, ("none", "edge", "cell"))
+        if compile not in ("off", "ops"):
+            raise unknown("compile", compile, ("off", "ops"))
+        self.recompute, self.channels_last = recompute, channels_last
+        for cell in self.cells:
+            if isinstance(cell, _Cell):
+                cell.recompute_edges = recompute == "edge"
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+        notes = []
+        if compile == "ops" and self.compiled != "ops":
+            notes += compile_ops(self)
+            self.compiled = "ops" if not notes else "off"
+        return notes
+
+    def _cell_fn(self):
+        if self.recompute == "cell" and _recomputing():
+            return recomputed
+        return lambda cell, *args: cell(*args)
+
     def _per_cell(self, weights: dict) -> tuple[list, list]:
-        """The weights each cell gets and its active-op mask (computed once per distinct tensor)."""
-        per_cell, masks, seen = [], [], {}
+        """The weights each cell gets and its active-op mask: computed once per distinct tensor, with one host sync
+        for all of them, and remembered while the same unmodified tensors come back (the weight step's weights serve
+        several forwards in SDARTS-ADV, Λ-DARTS and every evaluation batch: one sync per α update, not per pass)."""
+        per_cell = []
         counters = {c: 0 for c in self.space.cell_types}
         for kind in self.cell_types:
             if kind == "resblock":
                 per_cell.append(None)
-                masks.append(None)
                 continue
             w = weights[kind]
             if isinstance(w, (list, tuple)):
                 w = w[counters[kind]]
             counters[kind] += 1
-            key = id(w)
-            if key not in seen:
-                seen[key] = _active_mask(w, self.skip_zero_ops)
             per_cell.append(w)
-            masks.append(seen[key])
-        return per_cell, masks
+        distinct = list({id(w): w for w in per_cell if w is not None}.values())
+        key = [(weakref.ref(w), w._version, w.requires_grad) for w in distinct]
+        cached = self.__dict__.get("_mask_cache")
+        if (cached is not None and cached[2] == self.skip_zero_ops and len(cached[0]) == len(key)
+                and all(r() is w and v == w._version and g == w.requires_grad
+                        for (r, v, g), w in zip(cached[0], distinct))):
+            by_id = cached[1]
+        else:
+            by_id = dict(zip(map(id, distinct), _active_masks(distinct, self.skip_zero_ops)))
+            self.__dict__["_mask_cache"] = (key, by_id, self.skip_zero_ops)  # not a module attribute: no state
+        return per_cell, [None if w is None else by_id[id(w)] for w in per_cell]
 
     def forward(self, x, weights: dict, drop_prob: float = 0.0, extra_scale: float = 0.0):
         per_cell, masks = self._per_cell(weights)
+        # Optional per-edge weights of each cell type: '<cell>_edge' (PC-DARTS' edge normalization) and
+        # '<cell>_extra' (the weight of each edge's extra op, SurgeNAS).
+        edge_w = {c: (weights.get(f"{c}_edge"), weights.get(f"{c}_extra")) for c in self.space.cell_types}
+        edge_w = {c: v if v != (None, None) else None for c, v in edge_w.items()}
         kind = self.space.kind
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        cell_fn = self._cell_fn()
         if kind == "darts":
             s0 = s1 = self.stem(x)
-            for cell, w, m in zip(self.cells, per_cell, masks):
-                s0, s1 = s1, cell(s0, s1, w, m, drop_prob, extra_scale)
+            for cell, ctype, w, m in zip(self.cells, self.cell_types, per_cell, masks):
+                s0, s1 = s1, cell_fn(cell, s0, s1, w, m, drop_prob, extra_scale, edge_w[ctype])
             out = s1
         elif kind == "lhd":
             s0, s1 = self.stem0(x), self.stem1(x)
             for cell, ctype, w, m in zip(self.cells, self.cell_types, per_cell, masks):
-                s0, s1 = cell(s0, s1, w, m, weights[f"{ctype}_sum"], weights[f"{ctype}_cat"], drop_prob,
-                              extra_scale)
+                s0, s1 = cell_fn(cell, s0, s1, w, m, weights[f"{ctype}_sum"], weights[f"{ctype}_cat"], drop_prob,
+                                 extra_scale, edge_w[ctype])
             out = torch.cat([s0, s1], dim=1)
         else:
             out = self.stem(x)
             for cell, w, m in zip(self.cells, per_cell, masks):
-                out = cell(out) if w is None else cell(out, w, m, drop_prob, extra_scale)
+                out = cell(out) if w is None else cell_fn(cell, out, w, m, drop_prob, extra_scale, edge_w["normal"])
             out = self.lastact(out)
         return self.classifier(F.adaptive_avg_pool2d(out, 1).flatten(1))
 

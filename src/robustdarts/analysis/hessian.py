@@ -145,9 +145,9 @@ def complement_basis(n: int, groups: Sequence[Sequence[int]], *, dtype=torch.flo
     ``groups`` are disjoint index lists; the basis is the eigenvectors of the projector I − Σ_g u_g u_gᵀ with
     eigenvalue 1 (u_g the normalized indicator of g), computed in float64.
     """
-    P = torch.eye(n, dtype=torch.float64)
+    P = torch.eye(n, dtype=torch.float64, device="cpu")  # host-side linear algebra, moved at the end
     for g in groups:
-        u = torch.zeros(n, dtype=torch.float64)
+        u = torch.zeros(n, dtype=torch.float64, device="cpu")
         u[list(g)] = 1.0 / math.sqrt(len(g))
         P -= torch.outer(u, u)
     values, vectors = torch.linalg.eigh(P)
@@ -177,7 +177,7 @@ def estimate_chunk_size(fn: ScalarFn, theta: torch.Tensor, memory_budget: int = 
 
 def _unit_start(n: int, generator: torch.Generator | None, device) -> torch.Tensor:
     # Drawn on the CPU so a CPU generator works for any device; float64 keeps the recurrence orthogonal.
-    q = torch.randn(n, generator=generator, dtype=torch.float64)
+    q = torch.randn(n, generator=generator, dtype=torch.float64, device="cpu")
     return (q / q.norm()).to(device)
 
 
@@ -347,7 +347,7 @@ def shift_invariant(fn: ScalarFn, theta: torch.Tensor, groups: Sequence[Sequence
     if not groups:
         return False
     shift = torch.zeros_like(theta)
-    draws = torch.randn(len(groups), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    draws = torch.randn(len(groups), generator=torch.Generator().manual_seed(seed), dtype=torch.float64, device="cpu")
     for g, c in zip(groups, draws.tolist()):
         shift[list(g)] = 1.0 + c
     with torch.no_grad():

@@ -100,7 +100,8 @@ def onehot_weights(space: Space | str, genotype: Genotype, dtype: torch.dtype = 
 
 def _tables(value) -> list[torch.Tensor]:
     values = value if isinstance(value, (list, tuple)) else [value]
-    return [torch.as_tensor(v).detach().to("cpu", torch.float64) for v in values]
+    return [torch.as_tensor(v, device="cpu" if not isinstance(v, torch.Tensor) else v.device).detach()
+            .to("cpu", torch.float64) for v in values]
 
 
 def node_leaks(space: Space, table: torch.Tensor, genotype: Genotype, cell: str) -> list[float]:
@@ -194,7 +195,7 @@ def discretization_gap(search, weights: Mapping, genotype: Genotype, calibration
     dtype = next(supernet.parameters()).dtype
     onehot = onehot_weights(search.space, genotype, dtype=dtype, device=device)
     relaxed = {k: ([t.detach().to(device, dtype) for t in v] if isinstance(v, (list, tuple))
-                   else torch.as_tensor(v).detach().to(device, dtype)) for k, v in weights.items()}
+                   else torch.as_tensor(v, device=device).detach().to(device, dtype)) for k, v in weights.items()}
     with preserved(supernet, device=device):
         relaxed_acc = recalibrated_accuracy(supernet, relaxed, calibration, evaluation)
         onehot_acc = recalibrated_accuracy(supernet, onehot, calibration, evaluation)

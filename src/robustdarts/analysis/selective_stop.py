@@ -78,7 +78,8 @@ def _epochs_and_alphas(archive: Archive, cell_type: str) -> tuple[list[int], lis
         if isinstance(entry, torch.Tensor):
             alphas.append(entry)
         elif key in entry:
-            alphas.append(torch.as_tensor(entry[key]))
+            value = entry[key]
+            alphas.append(value if isinstance(value, torch.Tensor) else torch.as_tensor(value, device="cpu"))
         else:
             raise RobustDartsError(f"archive epoch {epoch} has no {key!r}; it has: {', '.join(sorted(entry))}.")
     return [epoch for epoch, _ in items], alphas

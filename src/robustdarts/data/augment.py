@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..devices import to_device
+
 
 class Draws(NamedTuple):
     """The random numbers of one batch, each of shape (B,)."""
@@ -82,7 +84,7 @@ class Augment:
 
     def apply(self, images: Tensor, draws: Draws) -> Tensor:
         b, c, h, w = images.shape
-        draws = Draws(*(t.to(images.device, non_blocking=True) for t in draws))
+        draws = Draws(*(to_device(t, images.device) for t in draws))  # pinned, non-blocking on CUDA
         p = self.crop_padding
         if p > 0 or self.flip:
             # Crop and flip are one gather: output pixel (i, j) reads padded pixel (dy + i, dx + j), or

@@ -146,6 +146,14 @@ def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | 
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise RobustDartsError(f"{arg} must be a positive integer, got {value!r}.")
     info = _INFO[key]
+    if data_dir is not None:  # given and wrong is a mistake to name, not a folder to skip in the look-up
+        folder = Path(data_dir).expanduser()
+        if folder.exists() and not folder.is_dir():
+            raise RobustDartsError(f"data_dir {folder} is a file, not a directory; point --data-dir at the folder "
+                                   f"that holds the data.")
+        if key == "synthetic" and not folder.exists():
+            raise RobustDartsError(f"data_dir {folder} does not exist (and synthetic data reads no files); fix the "
+                                   f"path or drop --data-dir.")
 
     if key == "synthetic":
         count = limit if limit is not None else (info.train_size if split == "train" else info.test_size)
@@ -157,6 +165,10 @@ def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | 
                                f"(found {labels.min()}..{labels.max()}); the files are corrupted.")
     dataset = ImageSet(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels.astype(np.int64)),
                        key, info.num_classes, info.mean, info.std)
+    if limit is not None and limit > len(dataset):
+        field = "limit_images" if split == "train" else "limit_test"
+        raise RobustDartsError(f"{field} is {limit}, but the {key} {split} set has only {len(dataset)} images; lower "
+                               f"it, or leave it unset to use them all.")
     if limit is not None and limit < len(dataset):
         keep = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:limit]
         dataset = dataset.subset(keep.sort().values)
@@ -294,6 +306,9 @@ def _downloads(key: str, split: str) -> tuple[str, list[tuple[str, str, str]], b
 def _load_arrays(key: str, split: str, data_dir, download: bool) -> tuple[np.ndarray, np.ndarray]:
     dirs = _candidates(key, split, data_dir)
     found = _find(key, split, dirs)
+    if found is not None and data_dir is not None and not Path(data_dir).expanduser().exists():
+        raise RobustDartsError(f"data_dir {data_dir} does not exist (the {key} data was found in {found} instead); "
+                               f"fix the path or drop --data-dir.")
     if found is None:
         _, files = _layout(key, split)
         where = ", ".join(map(str, dirs))
@@ -401,8 +416,16 @@ def read_idx(path: Path) -> np.ndarray:
 def _read_fashion(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     (image_file, _), (label_file, _) = _FASHION_FILES[split]
     images, labels = read_idx(folder / image_file), read_idx(folder / label_file)
-    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise _corrupt(folder / image_file, f"images {images.shape} do not match labels {labels.shape}")
+    if images.ndim != 3:
+        raise _corrupt(folder / image_file, f"images of shape {images.shape}, not (N, H, W)")
+    if labels.ndim != 1 or len(images) != len(labels):
+        # Blame the file whose count is not the official one (a short labels file is the labels file's fault).
+        official = _INFO["fashion-mnist"].train_size if split == "train" else _INFO["fashion-mnist"].test_size
+        why = f"images {images.shape} do not match labels {labels.shape}"
+        if len(images) == official or len(labels) == official:
+            raise _corrupt(folder / (label_file if len(images) == official else image_file), why)
+        raise RobustDartsError(f"{folder / image_file} and {label_file} disagree ({why}); delete both and download "
+                               f"them again.")
     return images[:, None], labels
 
 

@@ -14,8 +14,9 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
+from ..devices import to_device
 from ..errors import RobustDartsError
-from .augment import Normalize
+from .augment import Augment, Draws, Normalize, draw
 from .datasets import ImageSet
 
 Transform = Callable[[Tensor, torch.Generator], Tensor]
@@ -30,21 +31,26 @@ class BatchStream:
 
     def __init__(self, imageset: ImageSet, batch_size: int, augment: Transform | None = None,
                  generator_seed: int = 0, device: str | torch.device = "cpu", shuffle: bool = True,
-                 drop_last: bool = True):
+                 drop_last: bool = True, part: slice | None = None):
         if batch_size < 1:
             raise RobustDartsError(f"batch size must be at least 1, got {batch_size}.")
         if len(imageset) == 0 or (drop_last and batch_size > len(imageset)):
             raise RobustDartsError(f"batch size {batch_size} is larger than the {len(imageset)} images of "
                                    f"{imageset.name}; lower the batch size or use more data.")
         self.device = torch.device(device)
-        self.images = imageset.images.to(self.device)  # once: no host-to-device copy per step
-        self.labels = imageset.labels.to(self.device)
+        self.images = to_device(imageset.images, self.device)  # once: no host-to-device copy per step
+        self.labels = to_device(imageset.labels, self.device)
+        # One process's slice of every global batch (multi-process search): the order and the augmentation draws
+        # are the global batch's, so the N slices together are exactly the batch one process would draw.
+        if part is not None and not drop_last:
+            raise RobustDartsError("a batch stream split between processes needs whole batches (drop_last).")
+        self.part = part
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.augment = augment if augment is not None else Normalize(imageset.mean, imageset.std)
         self.generator = torch.Generator().manual_seed(generator_seed)
         self.epoch = 0  # passes started so far
         self.position = 0  # images of the current pass already served
-        self.order = torch.empty(0, dtype=torch.long)  # permutation of the current pass (CPU copy, for state_dict)
+        self.order = torch.empty(0, dtype=torch.long, device="cpu")  # the current pass's permutation (for state_dict)
         self._order_on_device = self.order.to(self.device)
 
     def __len__(self) -> int:
@@ -68,15 +74,26 @@ class BatchStream:
             self._start_pass()
         index = self._order_on_device[self.position:self.position + self.batch_size]
         self.position += len(index)
-        x = self.augment(self.images.index_select(0, index), self.generator)
-        return x, self.labels.index_select(0, index)
+        if self.part is None:
+            x = self.augment(self.images.index_select(0, index), self.generator)
+            return x, self.labels.index_select(0, index)
+        mine = index[self.part]
+        if isinstance(self.augment, Augment):  # the whole batch's draws, applied to this slice's images only
+            h, w = self.images.shape[-2:]
+            draws = draw(len(index), h, w, self.augment.crop_padding, self.augment.cutout_prob, self.generator)
+            x = self.augment.apply(self.images.index_select(0, mine), Draws(*(d[self.part] for d in draws)))
+        else:
+            x = self.augment(self.images.index_select(0, index), self.generator)[self.part]
+        return x, self.labels.index_select(0, mine)
 
     next = __next__
 
     def _start_pass(self) -> None:
         n = self.num_images
-        self.order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        self._order_on_device = self.order.to(self.device)
+        cpu = self.generator.device
+        self.order = torch.randperm(n, generator=self.generator, device=cpu) if self.shuffle else \
+            torch.arange(n, device=cpu)
+        self._order_on_device = to_device(self.order, self.device)
         self.position = 0
         self.epoch += 1
 
@@ -98,7 +115,7 @@ class BatchStream:
                                    f"{self.num_images}.")
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
         self.order = order.clone()
-        self._order_on_device = self.order.to(self.device)
+        self._order_on_device = to_device(self.order, self.device)
         self.generator.set_state(state["generator"].cpu())
 
 
@@ -111,6 +128,6 @@ def eval_batches(imageset: ImageSet, batch_size: int, device: str | torch.device
     if batch_size < 1:
         raise RobustDartsError(f"batch size must be at least 1, got {batch_size}.")
     transform = transform if transform is not None else Normalize(imageset.mean, imageset.std)
-    images, labels = imageset.images.to(device), imageset.labels.to(device)
+    images, labels = to_device(imageset.images, device), to_device(imageset.labels, device)
     for start in range(0, len(labels), batch_size):
         yield transform(images[start:start + batch_size], None), labels[start:start + batch_size]

@@ -4,9 +4,9 @@ Each family here is a relaxation (and, for GAEA, an arch update) from ``relax.py
 shared search recipe on the LHD space, DARTS' or AutoDL's elsewhere) are in the preset table. Reference bugs fixed
 on purpose are named in each class.
 
-Not here: PC-DARTS (row 7) needs partial channels inside every mixed edge (ops on C/4 channels, a bypass for the
-rest, channel shuffle), i.e. a supernet change, so it is left out. Random (row 8) and DARTS (row 1) are in
-``darts.py``; SP-DARTS (row 9) in ``sparse.py``.
+PC-DARTS (row 7) is a relaxation (edge normalization) here plus a supernet option (``partial_channels``, which
+any method may use); SurgeNAS (row 12) is DARTS-'s auxiliary skip weighted by α, single level. Random (row 8) and
+DARTS (row 1) are in ``darts.py``; SP-DARTS (row 9) in ``sparse.py``; DARTS- and β-DARTS in ``regularized.py``.
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Dirichlet, kl_divergence
 
+from ..devices import make_generator
 from ..errors import unknown
 from ..relax import drnas_weights, gdas_weights, per_group
 from ..schedules import GdasTau
 from .darts import Darts
 from .recipe import Recipe
+from .regularized import DartsMinus
 
 _SEED_OFFSET = 3_000_017  # the method's sampling generator is seeded apart from the data streams
 
@@ -39,7 +41,7 @@ class _Sampling(Darts):
 
     def __init__(self, cfg, space):
         super().__init__(cfg, space)
-        self.generator = torch.Generator().manual_seed(cfg.seed + _SEED_OFFSET)
+        self.generator = make_generator(cfg.seed + _SEED_OFFSET, cfg.device)  # samples made where α lives
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
@@ -169,4 +171,66 @@ class Gaea(Recipe):
         return weights
 
 
-__all__ = ["argmax_onehot", "GdasOptions", "Gdas", "DrNasOptions", "DrNas", "Gaea"]
+def node_softmax(space, logits: torch.Tensor) -> torch.Tensor:
+    """Softmax of per-edge logits over each node's incoming edges (PC-DARTS' edge normalization β̃)."""
+    return torch.cat([torch.softmax(logits[r.start:r.stop], dim=0) for r in map(space.node_edges, range(space.steps))])
+
+
+@dataclass(frozen=True)
+class PcDartsOptions:
+    edge_norm: bool = True  # per-edge β, softmaxed over each node's inputs, scaling the whole edge
+    arch_warmup: int = 15  # epochs of weight training before the first arch step
+
+
+class PcDarts(Darts):
+    """PC-DARTS (Xu et al., "PC-DARTS: Partial Channel Connections for Memory-Efficient Architecture Search", ICLR
+    2020; yuhuixu1993/PC-DARTS ``train_search.py``, ``model_search.py``; LHD ``search/PC-DARTS``, spec L §3 row 7).
+
+    Partial channels are the supernet option ``partial_channels`` (K = 4 in the preset: ops on C/4 channels, the
+    rest bypassed, channel shuffle; see ``supernet.MixedEdge``). This family adds the edge normalization: a logit
+    β per edge (``edge_betas``), softmaxed over each node's incoming edges, scales the edge's whole output, bypass
+    included, and multiplies softmax(α) in the derivation (``genotype()`` of the reference); and the warmup — no arch
+    step (and no validation batch drawn) before epoch ``arch_warmup``. LHD's copy has no edge normalization (its
+    node-joint softmax stands in for it) and leaves the bypass unweighted (spec L §8 item 9): the LHD recipe sets
+    ``edge_norm: false`` to replicate it.
+    """
+
+    Options = PcDartsOptions
+
+    @property
+    def edge_betas(self) -> bool:
+        return self.opts.edge_norm
+
+    def updates_arch(self, ctx) -> bool:
+        return ctx.epoch >= self.opts.arch_warmup
+
+    def relax(self, alphas, betas, ctx, purpose):
+        edges = {k[:-len("_edge")]: v for k, v in betas.items() if k.endswith("_edge")}
+        outputs = {k: v for k, v in betas.items() if not k.endswith("_edge")}
+        weights = super().relax(alphas, outputs, ctx, purpose)
+        for c, logits in edges.items():
+            norm = node_softmax(self.space, logits)
+            if purpose == "derive":
+                weights[c] = weights[c] * norm.unsqueeze(-1)
+            else:
+                weights[f"{c}_edge"] = norm
+        return weights
+
+
+class SurgeNas(DartsMinus):
+    """SurgeNAS as in LHD (``search/SurgeNAS``, spec L §3 row 12): every candidate op becomes w_k·(op_k(x) +
+    β_e·skip(x)), i.e. DARTS-'s auxiliary skip inside every op, weighted by α: the edge's skip is scaled by β_e
+    times the edge's total op weight Σ_k w_k (with a graph to α in the arch pass), β_e linear 1 → 0.02. Single
+    level (``arch_order: single``): one training-batch backward fills the weight and α gradients and both
+    optimizers step on it, α's gradient unclipped; weights on the whole training set (``weights_on_all_data``)."""
+
+    def relax(self, alphas, betas, ctx, purpose):
+        weights = super().relax(alphas, betas, ctx, purpose)
+        if purpose in ("arch", "weight"):
+            for c in self.space.cell_types:
+                weights[f"{c}_extra"] = weights[c].sum(-1)
+        return weights
+
+
+__all__ = ["argmax_onehot", "GdasOptions", "Gdas", "DrNasOptions", "DrNas", "Gaea", "node_softmax",
+           "PcDartsOptions", "PcDarts", "SurgeNas"]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import unknown
-from .baselines import DrNas, Gaea, Gdas
+from .baselines import DrNas, Gaea, Gdas, PcDarts, SurgeNas
 from .darts import Darts, RandomArch, RobustDarts
 from .lambda_darts import LambdaDarts
 from .lrswap import SelectiveStopDarts
@@ -165,7 +165,18 @@ PRESETS: dict[str, Preset] = _presets(
            {"all": dict(arch_lr=0.1)}),
     Preset("gaea-erm", Gaea, "Li et al., Geometry-Aware Gradient Algorithms for NAS (ICLR 2021); LHD code",
            "single-level GAEA: one train-batch backward updates weights (SGD) and α (EG)",
-           {"all": dict(arch_lr=0.1, arch_order="single")}),
+           {"all": dict(arch_lr=0.1, arch_order="single"), "lhd": dict(weights_on_all_data=True)}),
+    # yuhuixu1993/PC-DARTS train_search.py: K 4, batch 256, SGD 0.1 cosine to 0, arch Adam 6e-4 wd 1e-3, arch steps
+    # from epoch 15. LHD (row 7): batch 576, the same lrs, no edge normalization. NB201: the AutoDL recipe with K 4.
+    Preset("pc-darts", PcDarts,
+           "Xu et al., PC-DARTS: Partial Channel Connections for Memory-Efficient Architecture Search (ICLR 2020)",
+           "partial channels (ops on C/4, the rest bypassed, shuffled) + edge normalization; arch steps from epoch 15",
+           {"all": dict(partial_channels=4),
+            "darts": dict(batch_size=256, lr=0.1, lr_min=0.0, arch_lr=6e-4, arch_weight_decay=1e-3),
+            "lhd": dict(batch_size=576, lr=0.1, lr_min=0.0, arch_lr=6e-4, method=dict(edge_norm=False))}),
+    Preset("surgenas", SurgeNas, "SurgeNAS (LHD baseline, chaoji90/LHD search/SurgeNAS)",
+           "single level; DARTS-'s auxiliary skip inside every op, weighted by α, β 1 → 0.02",
+           {"all": dict(arch_order="single"), "lhd": dict(batch_size=160, weights_on_all_data=True)}),
     # --- SP-DARTS (spec L §4): the code of each space; the named variants pin one code on every space ------------------
     Preset("sp-darts", SpDarts, _SP,
            "mixed sparsity: per step τ_s with probability C_e else 10·τ_s, same τ for the arch and weight step",

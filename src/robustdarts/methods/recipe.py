@@ -9,6 +9,7 @@ step numbers), in the order the loop calls them (search/loop.py)::
     arch_update                                 adam | eg (exponentiated gradient)
     weight_backward(supernet, forward, x, y, weights, ctx) -> (loss, logits)   fills the weights' .grad
     drop_prob / cutout_prob / extra_scale / weight_decay (ctx)                 per-epoch schedules
+    updates_arch(ctx) -> bool                   arch steps this epoch (PC-DARTS' warmup)
     begin_epoch(ctx, alphas), end_epoch(ctx, EpochEnd) -> EpochAction            callbacks
     state_dict() / load_state_dict()            the recipe's own state, plain data saved by the loop
 
@@ -86,9 +87,11 @@ class NoOptions:
 
 
 def split_values(values: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Archive values ('alpha/normal', 'beta/normal', ...) as the (alphas, betas) dicts the pieces take."""
+    """Archive values ('alpha/normal', 'beta/normal', 'edge/normal' ...) as the (alphas, betas) dicts the pieces
+    take (``ArchParams.relax_inputs``' layout)."""
     alphas = {k.split("/", 1)[1]: v for k, v in values.items() if k.startswith("alpha/")}
     betas = {k.split("/", 1)[1]: v for k, v in values.items() if k.startswith("beta/")}
+    betas.update({f"{k.split('/', 1)[1]}_edge": v for k, v in values.items() if k.startswith("edge/")})
     return alphas, betas
 
 
@@ -103,6 +106,7 @@ class Recipe:
     arch_update: ClassVar[str] = "adam"  # adam | eg
     cutout_rule: ClassVar[str] = "always"  # the DARTS code applies search cutout, when asked for, to every batch
     trains_weights: ClassVar[bool] = True
+    edge_betas: ClassVar[bool] = False  # per-edge logits in ArchParams (PC-DARTS' edge normalization)
     rollback_depth: ClassVar[int] = 0  # per-epoch checkpoints a recipe may roll back to (needs a run directory)
     # An un-weighted extra op on every mixed edge (DARTS-'s auxiliary skip): (C, stride) -> module, or None.
     edge_extra: ClassVar[Callable[[int, int], nn.Module] | None] = None
@@ -131,6 +135,10 @@ class Recipe:
                      ctx: StepContext) -> torch.Tensor | None:
         """A regularizer of α added to the validation loss of a first-order arch step (β-DARTS, DrNAS' KL)."""
         return None
+
+    def updates_arch(self, ctx: StepContext) -> bool:
+        """Whether this epoch takes arch steps (PC-DARTS: only after its warmup)."""
+        return True
 
     def init_arch(self, alphas: Mapping[str, nn.Parameter], betas: Mapping[str, nn.Parameter]) -> None:
         """Set the initial architecture in place (default: the 1e-3·N(0, 1) of ArchParams)."""

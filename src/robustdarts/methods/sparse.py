@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..devices import make_generator
 from ..errors import RobustDartsError, unknown
 from ..relax import mixing_weights, per_group, sparse_mixing_weights
 from ..schedules import CyclicLogTau, EntropyAdaptiveTau, ExponentialTau, MixedSparsity, sparsity_preset
@@ -115,7 +116,7 @@ class Tempered(Recipe):
         super().__init__(cfg, space)
         if self.opts.surrogate_cells not in ("all", "normal"):
             raise unknown("surrogate_cells", self.opts.surrogate_cells, ("all", "normal"))
-        self.noise_generator = torch.Generator().manual_seed(cfg.seed + 2 * _SEED_OFFSET)
+        self.noise_generator = make_generator(cfg.seed + 2 * _SEED_OFFSET, cfg.device)  # noise made where α lives
 
     def relax(self, alphas, betas, ctx, purpose):
         if purpose == "derive":

@@ -48,24 +48,30 @@ def mixed_level(forward, arch_params, weights_fn: WeightsFn, x_train, y_train, x
 
 def unrolled(supernet, arch_params, weights_fn: WeightsFn, x_train, y_train, x_val, y_val, *, lr: float,
              momentum: float, weight_decay: float, momentum_buffers: Sequence[torch.Tensor | None],
-             forward_kwargs: dict | None = None, r: float = 0.01) -> torch.Tensor:
+             forward_kwargs: dict | None = None, r: float = 0.01,
+             average: Callable[[list], list] | None = None) -> torch.Tensor:
     """Second-order DARTS with a finite-difference Hessian-vector product.
 
     w' = w − ξ(μ·m + ∇w L_train(w, α) + λ·w);  g = ∇α L_val(w', α) − ξ·[∇α L_train(w⁺, α) − ∇α L_train(w⁻, α)]/(2ε)
     with w± = w ± ε·v, v = ∇w' L_val(w', α), ε = r/‖v‖. ``weight_decay`` is the *current* one (the RobustDARTS ADA
-    code keeps a stale value after raising it; we do not).
+    code keeps a stale value after raising it; we do not). ``average`` (multi-process search: the mean over the
+    ranks) is applied to the two inner weight gradients, so that w' and v are the global batch's; the α gradients
+    are averaged by the caller.
     """
+    average = average if average is not None else (lambda tensors: tensors)
     fw = forward_kwargs or {}
     names, w = zip(*[(n, p) for n, p in supernet.named_parameters()])
     buffers = {n: b.clone() for n, b in supernet.named_buffers()}
 
     def loss_at(params, x, y, weights):
-        return F.cross_entropy(functional_call(supernet, ({**dict(zip(names, params)), **buffers}), (x, weights), fw), y)
+        logits = functional_call(supernet, ({**dict(zip(names, params)), **buffers}), (x, weights), fw)
+        low = logits.dtype in (torch.bfloat16, torch.float16)
+        return F.cross_entropy(logits.float() if low else logits, y)  # float32 loss under bf16 autocast too
 
     with torch.no_grad():
         detached = {k: ([t.detach() for t in v] if isinstance(v, (list, tuple)) else v.detach())
                     for k, v in weights_fn().items()}
-    g_train = torch.autograd.grad(loss_at(w, x_train, y_train, detached), w, allow_unused=True)
+    g_train = average(list(torch.autograd.grad(loss_at(w, x_train, y_train, detached), w, allow_unused=True)))
     with torch.no_grad():
         w_virtual = [
             (p - lr * ((momentum * m if m is not None else 0) + (g if g is not None else 0) + weight_decay * p))
@@ -74,7 +80,7 @@ def unrolled(supernet, arch_params, weights_fn: WeightsFn, x_train, y_train, x_v
     w_virtual = [p.detach().requires_grad_(True) for p in w_virtual]
     loss_val = loss_at(w_virtual, x_val, y_val, weights_fn())
     grads = torch.autograd.grad(loss_val, list(w_virtual) + list(arch_params), allow_unused=True)
-    v = [torch.zeros_like(p) if g is None else g for p, g in zip(w, grads[: len(w)])]
+    v = average([torch.zeros_like(p) if g is None else g for p, g in zip(w, grads[: len(w)])])
     d_alpha = grads[len(w):]
     eps = r / torch.cat([t.reshape(-1) for t in v]).norm().clamp_min(1e-12)
 

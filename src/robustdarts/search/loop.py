@@ -9,6 +9,7 @@ resumed from its directory gives exactly the α and genotype of an uninterrupted
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -19,7 +20,8 @@ import torch.nn.functional as F
 from ..archparams import ArchParams
 from ..config import SearchConfig
 from ..data import BatchStream, scaled_augment, dataset_info, eval_batches, load_dataset, search_split
-from ..errors import RobustDartsError, unknown
+from ..distributed import Shard, check_world
+from ..errors import RobustDartsError, first_line, unknown
 from ..genotype import Genotype
 from ..methods import EpochEnd, StepContext, genotype_of, make_recipe
 from ..methods.recipe import derive_weights
@@ -28,6 +30,7 @@ from ..preserve import preserved
 from ..runs import RunDir, atomic_write_text
 from ..schedules import cosine_lr
 from ..spaces import get_space
+from ..memory import check_search
 from ..supernet import Supernet, count_parameters
 from . import architect
 
@@ -45,9 +48,17 @@ def mean_entropy(weights: torch.Tensor) -> float:
 class Search:
     """A search run. ``Search(cfg, out_dir).run()``; ``Search.resume(out_dir).run()`` continues one."""
 
+    epoch_hooks: tuple = ()  # callables hook(search, record) run after each epoch is recorded (runlog: TensorBoard)
+
     def __init__(self, cfg: SearchConfig, out_dir: str | Path | None = None, *, console=None, progress: bool = True,
-                 _resuming: bool = False):
+                 shard: Shard | None = None, _resuming: bool = False):
         self.cfg, self.console, self.show_progress = cfg, console, progress
+        # Multi-process search (distributed.py): this process's rank; Shard() is the single process.
+        self.shard = shard if shard is not None else Shard()
+        if cfg.nproc != self.shard.world:
+            raise RobustDartsError(f"the config says nproc={cfg.nproc} but this search runs in {self.shard.world} "
+                                   f"process(es); start it with --nproc {cfg.nproc} (or torchrun with as many).")
+        check_world(cfg, self.shard.world)
         self.space = get_space(cfg.space)
         self.recipe = make_recipe(cfg, self.space)
         if cfg.step_order not in STEP_ORDERS:
@@ -57,8 +68,11 @@ class Search:
         if self.recipe.rollback_depth and out_dir is None:
             raise RobustDartsError(f"{cfg.method} rolls back to per-epoch checkpoints and needs a run directory; "
                                    f"pass an output directory (--out).")
-        self.device = torch.device(cfg.device)
+        self.device = self.shard.device(cfg.device)
         self.run_dir = RunDir(out_dir) if out_dir is not None else None
+        if self.run_dir is not None and not _resuming and self.shard.writes:
+            self.run_dir.check_new()  # before a minute of loading data, not after
+        check_search(cfg)  # refuse what cannot fit before allocating any of it
         torch.manual_seed(cfg.seed)
 
         info = dataset_info(cfg.dataset)
@@ -66,12 +80,23 @@ class Search:
                             seed=cfg.seed)
         self.train_set, self.val_set = search_split(data, cfg.train_portion, cfg.seed, cfg.ordered_split)
         self.augment = scaled_augment(data.mean, data.std, data.size, cfg.augment, cfg.cutout)
-        self.train_stream = BatchStream(self.train_set, cfg.batch_size, self.augment, cfg.seed, self.device)
-        self.val_stream = BatchStream(self.val_set, cfg.batch_size, self.augment, cfg.seed + 1, self.device)
+        # Single-level methods of LHD (SurgeNAS, GAEA ERM) train the weights on the whole training set; the val
+        # half still scores the supernet each epoch (then not held out: its metrics say so by the config).
+        weight_set = data if cfg.weights_on_all_data else self.train_set
+        part = self.shard.part(cfg.batch_size) if self.shard.active else None  # this rank's slice of each batch
+        self.train_stream = BatchStream(weight_set, cfg.batch_size, self.augment, cfg.seed, self.device, part=part)
+        self.val_stream = BatchStream(self.val_set, cfg.batch_size, self.augment, cfg.seed + 1, self.device, part=part)
 
         self.supernet = Supernet(self.space, cfg.init_channels, cfg.layers, info.num_classes, data.channels,
-                                 edge_extra=self.recipe.edge_extra).to(self.device)
-        self.arch = ArchParams(self.space, generator=torch.Generator().manual_seed(cfg.seed)).to(self.device)
+                                 edge_extra=self.recipe.edge_extra, partial_channels=cfg.partial_channels
+                                 ).to(self.device)
+        # How, not what, the supernet computes (config: skip_zero_ops, recompute, channels_last, compile).
+        self.supernet.skip_zero_ops = cfg.skip_zero_ops
+        for note in self.supernet.configure(cfg.recompute, cfg.channels_last, cfg.compile):
+            if console is not None and self.shard.writes:
+                console.print(f"note: {note}", highlight=False, markup=False)
+        self.arch = ArchParams(self.space, generator=torch.Generator().manual_seed(cfg.seed),
+                               edge_betas=self.recipe.edge_betas).to(self.device)
         self.recipe.init_arch(self.arch.alphas, self.arch.betas)
         self.w_opt = torch.optim.SGD(self.supernet.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                      weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
@@ -86,23 +111,35 @@ class Search:
         self.archive: dict[int, dict[str, torch.Tensor]] = {}
         self.genotype = None
         self.wall_offset = 0.0  # seconds of earlier sessions of this run
-        if self.run_dir is not None and not _resuming:
+        if self.shard.active:  # every rank its own draws (drop path, noise ops) from here on; init is shared
+            torch.manual_seed(cfg.seed + 1_000_003 * (self.shard.rank + 1))
+        self._rng_ranks = None  # every rank's random state at the last checkpoint (multi-process runs)
+        if self.run_dir is not None and not _resuming and self.shard.writes:
             self.run_dir.create(cfg)
 
     # --- construction from a run directory ------------------------------------------------------------------------
     @classmethod
     def resume(cls, out_dir: str | Path, **kwargs) -> "Search":
+        """Every file of the run is read and checked before anything is written; then the directory is locked,
+        temp files of a killed write are removed and metrics past the checkpoint dropped."""
         run = RunDir(out_dir)
         cfg = run.load_config(SearchConfig)
-        state = run.load_checkpoint()
-        search = cls(cfg, out_dir, _resuming=True, **kwargs)
-        search.load_state(state)
-        search.archive, _ = run.load_archive()
-        search.archive = {e: a for e, a in search.archive.items() if e < search.epoch}
-        run.truncate_metrics(search.epoch)
-        if search.epoch > 0 and run.genotype_path.exists():
+        state = run.load_checkpoint(kind="search")
+        archive, _ = run.load_archive(cfg.space)
+        run.read_metrics()
+        genotype = None
+        if state["epoch"] > 0 and run.genotype_path.exists():
             # The genotype recorded with the checkpoint's epoch: what run() returns at once for a finished run.
-            search.genotype = Genotype.load(run.genotype_path)
+            genotype = Genotype.load(run.genotype_path)
+        search = cls(cfg, out_dir, _resuming=True, **kwargs)
+        search.load_state(state, run.checkpoint_path)
+        search.archive = {e: a for e, a in archive.items() if e < search.epoch}
+        search.genotype = genotype
+        search.shard.barrier()  # every rank has read the run before rank 0 changes it
+        if search.shard.writes:
+            run.lock("search")
+            run.remove_temp_files()
+            run.truncate_metrics(search.epoch)
         return search
 
     def state(self) -> dict:
@@ -111,26 +148,37 @@ class Search:
             "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(),
             "train_stream": self.train_stream.state_dict(), "val_stream": self.val_stream.state_dict(),
             "rng": torch.get_rng_state(), "method": self.recipe.state_dict(), "wall": self.wall_offset,
+            **({"rng_ranks": self._rng_ranks} if self._rng_ranks is not None else {}),
         }
 
-    def load_state(self, state: dict) -> None:
+    def load_state(self, state: dict, source: str | Path = "the checkpoint") -> None:
         try:
             self.supernet.load_state_dict(state["supernet"])
             self.arch.load_state_dict(state["arch"])
             self.w_opt.load_state_dict(state["w_opt"])
             self.a_opt.load_state_dict(state["a_opt"])
-        except (KeyError, RuntimeError, ValueError) as e:
-            raise RobustDartsError(f"the checkpoint does not match this run's configuration "
-                                   f"({str(e).splitlines()[0][:120]}); resume with the run's own config.yaml.") from None
-        self.train_stream.load_state_dict(state["train_stream"])
-        self.val_stream.load_state_dict(state["val_stream"])
-        torch.set_rng_state(state["rng"])
-        self.recipe.load_state_dict(state["method"])
-        self.epoch, self.wall_offset = int(state["epoch"]), float(state["wall"])
+            self.train_stream.load_state_dict(state["train_stream"])
+            self.val_stream.load_state_dict(state["val_stream"])
+            torch.set_rng_state(state["rng_ranks"][self.shard.rank] if self.shard.active else state["rng"])
+            self.recipe.load_state_dict(state["method"])
+            self.epoch, self.wall_offset = int(state["epoch"]), float(state["wall"])
+        except (KeyError, RuntimeError, ValueError, TypeError, IndexError, AttributeError) as e:
+            detail = first_line(e)
+            raise RobustDartsError(f"{source} does not match the run's config.yaml ({detail}); restore both from a "
+                                   f"copy or start a new run.") from None
 
     # --- the pieces of a step ------------------------------------------------------------------------------------
     def forward(self, x, weights):
-        return self.supernet(x, weights, drop_prob=self.drop_prob, extra_scale=self.extra_scale)
+        with self.autocast():
+            logits = self.supernet(x, weights, drop_prob=self.drop_prob, extra_scale=self.extra_scale)
+        return logits.float()  # the loss in float32 whatever the forward ran in
+
+    def autocast(self):
+        """The forward's precision: ``amp=bf16`` autocasts the supernet's convolutions and matmuls to bfloat16
+        (α, the mixing weights, the loss and every parameter stay float32); ``off`` changes nothing."""
+        if self.cfg.amp == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     @property
     def arch_params(self) -> list[torch.Tensor]:
@@ -151,29 +199,32 @@ class Search:
     def relaxed(self, ctx: StepContext, purpose: str) -> dict:
         """The recipe's mixing weights of the current α for ``purpose``; only the arch purpose keeps a graph (without
         one, the supernet skips the ops whose weight is exactly zero)."""
-        weights = self.recipe.relax(dict(self.arch.alphas), dict(self.arch.betas), ctx, purpose)
+        weights = self.recipe.relax(*self.arch.relax_inputs(), ctx, purpose)
         return weights if purpose == "arch" else detached(weights)
 
     # --- one step -----------------------------------------------------------------------------------------------
     def arch_step(self, ctx: StepContext, train_batch, val_batch, lr: float) -> None:
         """α step: ∇α of the validation loss (first order, unrolled or mixed level) + the recipe's penalty."""
         mode = self.recipe.arch_grad
-        if mode not in VAL_BATCH_MODES:
-            return  # none, or single level (the weight step's own pass fills ∇α)
+        if mode not in VAL_BATCH_MODES or val_batch is None:
+            return  # none, single level (the weight step's own pass fills ∇α), or an arch warmup epoch
         (x_train, y_train), (x_val, y_val) = train_batch, val_batch
         self.a_opt.zero_grad(set_to_none=True)
         weights_fn = lambda: self.relaxed(ctx, "arch")  # noqa: E731
         if mode == "first":
-            penalty = lambda: self.recipe.arch_penalty(dict(self.arch.alphas), dict(self.arch.betas), ctx)  # noqa
+            penalty = lambda: self.recipe.arch_penalty(*self.arch.relax_inputs(), ctx)  # noqa: E731
             architect.first_order(self.forward, self.arch_params, weights_fn, x_val, y_val, penalty=penalty)
         elif mode == "mixed":
             architect.mixed_level(self.forward, self.arch_params, weights_fn, x_train, y_train, x_val, y_val,
                                   lam=self.cfg.mixed_lambda)
         else:
             buffers = [self.w_opt.state.get(p, {}).get("momentum_buffer") for p in self.supernet.parameters()]
-            architect.unrolled(self.supernet, self.arch_params, weights_fn, x_train, y_train, x_val, y_val, lr=lr,
-                               momentum=self.cfg.momentum, weight_decay=self.weight_decay, momentum_buffers=buffers,
-                               forward_kwargs={"drop_prob": self.drop_prob, "extra_scale": self.extra_scale})
+            with self.autocast():
+                architect.unrolled(self.supernet, self.arch_params, weights_fn, x_train, y_train, x_val, y_val,
+                                   lr=lr, momentum=self.cfg.momentum, weight_decay=self.weight_decay,
+                                   momentum_buffers=buffers, average=self.shard.average,
+                                   forward_kwargs={"drop_prob": self.drop_prob, "extra_scale": self.extra_scale})
+        self.shard.average_grads(self.arch_params)  # multi-process: the global batch's ∇α on every rank
         self.a_opt.step()
 
     def weight_step(self, ctx: StepContext, x, y):
@@ -185,7 +236,9 @@ class Search:
             self.a_opt.zero_grad(set_to_none=True)
         weights = self.relaxed(ctx, "arch" if single else "weight")
         loss, logits = self.recipe.weight_backward(self.supernet, self.forward, x, y, weights, ctx)
+        self.shard.average_grads(self.supernet.parameters())  # multi-process: the global batch's gradients
         if single:
+            self.shard.average_grads(self.arch_params)
             self.a_opt.step()
         torch.nn.utils.clip_grad_norm_(self.supernet.parameters(), self.cfg.grad_clip)
         self.w_opt.step()
@@ -213,7 +266,8 @@ class Search:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
         first_bad = torch.full((), -1, device=self.device, dtype=torch.long)
-        val_needed = self.recipe.arch_grad in VAL_BATCH_MODES
+        # No validation batch is drawn while a recipe takes no arch step (PC-DARTS' warmup, as its code).
+        val_needed = self.recipe.arch_grad in VAL_BATCH_MODES and self.recipe.updates_arch(epoch_ctx)
         for step in range(steps):
             self.step = step
             ctx = dataclasses.replace(epoch_ctx, step=step)
@@ -232,6 +286,12 @@ class Search:
                 self.arch_step(ctx, (x, y), val, lr)
             if progress is not None:
                 progress.advance(task)
+        if self.shard.active:  # the epoch's totals over every rank, and the first bad step of any
+            first_bad = torch.where(first_bad < 0, torch.full_like(first_bad, steps), first_bad)
+            self.shard.reduce_([first_bad], "min")
+            first_bad = torch.where(first_bad == steps, torch.full_like(first_bad, -1), first_bad)
+            self.shard.reduce_([loss_sum, correct])
+            seen *= self.shard.world
         bad_step = int(first_bad)
         if bad_step >= 0:
             kept = f"the last good checkpoint (after epoch {self.epoch - 1}) is kept in {self.run_dir.path}" \
@@ -248,12 +308,19 @@ class Search:
                 weights = self.relaxed(self.context(), "eval")
         self.supernet.eval()
         total, correct, n = 0.0, 0, 0
-        for x, y in eval_batches(images or self.val_set, 256, self.device):
-            logits = self.supernet(x, weights)
+        for i, (x, y) in enumerate(eval_batches(images or self.val_set, 256, self.device)):
+            if i % self.shard.world != self.shard.rank:
+                continue  # multi-process: each rank scores every N-th batch, the totals are summed below
+            with self.autocast():
+                logits = self.supernet(x, weights).float()
             total += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
             n += len(y)
         self.supernet.train()
+        if self.shard.active:
+            sums = torch.tensor([total, correct, n], dtype=torch.float64, device=self.device)
+            self.shard.reduce_([sums])
+            total, correct, n = sums[0].item(), int(sums[1].item()), int(sums[2].item())
         return {"val_loss": total / n, "val_acc": correct / n}
 
     def context(self) -> StepContext:
@@ -310,6 +377,7 @@ class Search:
                 t0 = time.perf_counter()
                 record = {"epoch": self.epoch}
                 record.update(self.train_epoch(progress, task))
+                self.shard.sync_buffers(self.supernet)  # multi-process: one set of BN running statistics
                 record.update(self.evaluate())
                 self.genotype = self.derive()
                 self.diagnostics(record)
@@ -321,13 +389,15 @@ class Search:
                 action = self.recipe.end_epoch(self.context(), end)
                 if action.genotype is not None:
                     self.genotype = action.genotype
-                if self.run_dir is not None:
+                if self.run_dir is not None and self.shard.writes:
                     for name, text in action.files.items():
                         atomic_write_text(self.run_dir.path / name, text)
                 if self.console is not None and self.show_progress:
                     self.console.print(self.epoch_line(record))
                 self.epoch += 1
                 self._persist(record)
+                for hook in self.epoch_hooks:
+                    hook(self, record)
                 if action.rollback is not None:
                     self.rollback(action.rollback)
                     progress.update(task, total=progress.tasks[0].completed + (cfg.epochs - self.epoch) * steps)
@@ -345,7 +415,7 @@ class Search:
             raise RobustDartsError("a rollback needs a run directory with per-epoch checkpoints; pass --out.")
         recipe_state = self.recipe.state_dict()
         wall = self.wall_offset
-        self.load_state(self.run_dir.load_checkpoint(epoch))
+        self.load_state(self.run_dir.load_checkpoint(epoch, kind="search"), self.run_dir.epoch_checkpoint(epoch))
         self.recipe.load_state_dict(recipe_state)
         self.wall_offset = wall
         self.archive = {e: a for e, a in self.archive.items() if e < self.epoch}
@@ -353,11 +423,14 @@ class Search:
     def _persist(self, record: dict) -> None:
         if self.run_dir is None:
             return
-        run = self.run_dir
-        run.append_metrics(record)
-        run.save_archive(self.archive, {"space": self.space.name, "method": self.cfg.method})
-        self.genotype.save(run.genotype_path)
-        run.save_checkpoint(self.state(), keep_epoch=self.epoch - 1, keep_last=self.cfg.keep_checkpoints)
+        self._rng_ranks = self.shard.gather_rng_states()  # multi-process: every rank's stream into the checkpoint
+        if self.shard.writes:
+            run = self.run_dir
+            run.append_metrics(record)
+            run.save_archive(self.archive, {"space": self.space.name, "method": self.cfg.method})
+            self.genotype.save(run.genotype_path)
+            run.save_checkpoint(self.state(), keep_epoch=self.epoch - 1, keep_last=self.cfg.keep_checkpoints)
+        self.shard.barrier()  # the checkpoint is complete before any rank may read it (rollback)
 
     @staticmethod
     def epoch_line(r: dict) -> str:

@@ -1,6 +1,6 @@
-"""Pictures: cell drawings and run curves."""
+"""Pictures: cell drawings, run curves and α trajectories."""
 
 from .cells import draw_genotype
-from .curves import plot_run
+from .curves import plot_run, plot_runs
 
-__all__ = ["draw_genotype", "plot_run"]
+__all__ = ["draw_genotype", "plot_run", "plot_runs"]

@@ -1,0 +1,13 @@
+"""Benchmarks: grids of searches and trainings, a results store, tables and a report (DESIGN: the benchmark layer).
+
+``load_grid`` reads a grid file or preset, ``make_plan`` expands it into cells with stable ids and a cost,
+``run_grid`` runs the cells on a backend (local processes or Ray) into ``DIR/results.sqlite`` and the cells' run
+directories, and ``report`` turns the store into tables and plots.
+"""
+
+from .grid import Cell, Condition, Grid, SelectRule, expand, grid_from_dict, load_grid, preset_names
+from .plan import Plan, make_plan
+from .store import Store
+
+__all__ = ["Cell", "Condition", "Grid", "SelectRule", "expand", "grid_from_dict", "load_grid", "preset_names",
+           "Plan", "make_plan", "Store"]

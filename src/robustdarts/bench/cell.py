@@ -1,0 +1,317 @@
+"""One cell, start to records: search (or resume it) → derive each condition → train from scratch → the store.
+
+This is the whole body of a worker, the same for every backend, so a cell gives the same numbers wherever it runs.
+The search directory is an ordinary run directory (``robustdarts plot / derive / train`` work on it); each
+condition adds ``conditions/<label>-<id>/`` with its ``genotype.json`` and, when the grid trains, its training run
+directory ``train/``. Every step resumes from what is on disk: an interrupted search or training continues
+bit-exactly, a finished one returns at once, and conditions already in the store are not recomputed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+from statistics import mean
+from typing import Any, Iterator
+
+import torch
+
+from ..errors import RobustDartsError
+from .grid import Cell, CellCondition, _slug, known_policies
+from .store import Store
+
+SETTLED_STREAM_SEED = 7919  # the batches of the end eigenvalue: the same for every method of a seed
+
+
+def run_cell_task(cell: dict, out: str, threads: int | None = None, retry_failed: bool = False) -> str:
+    """Process-pool and Ray entry point: plain arguments in, the cell's final status out. What fails outside a
+    cell's own steps (the store unreadable, the disk full) is recorded where possible and never ends the grid."""
+    spec = Cell.from_dict(cell)
+    try:
+        return execute_cell(spec, Path(out), threads, retry_failed)
+    except Exception as e:  # noqa: BLE001
+        try:
+            with Store(Path(out)) as store:
+                store.finish_cell(spec.cell_id, "failed", _reason(e, Path(out) / spec.run_dir))
+        except Exception:  # noqa: BLE001 - nothing more can be recorded; the driver counts it failed
+            pass
+        return "failed"
+
+
+def execute_cell(cell: Cell, out: Path, threads: int | None = None, retry_failed: bool = False) -> str:
+    """Run ``cell`` into ``out`` and record it; returns 'done', 'failed', or 'busy' when another process holds it.
+    A user error (or any other exception) fails the cell, or the one condition it came from, with one sentence;
+    the traceback of an unexpected exception goes to the cell's ``bench-error.log``."""
+    if threads:
+        torch.set_num_threads(threads)
+    out = Path(out)
+    with _cell_lock(out, cell.cell_id) as held:
+        if not held:
+            return "busy"
+        with Store(out) as store:
+            store.start_cell(cell.cell_id)
+            run_dir = out / cell.run_dir
+            try:
+                search = _search(cell, run_dir)
+                store.finish_search(cell.cell_id, **search_record(search, cell, out))
+            except Exception as e:  # noqa: BLE001 - a failed cell is recorded, and the grid goes on
+                store.finish_cell(cell.cell_id, "failed", _reason(e, run_dir))
+                _release(run_dir)
+                return "failed"
+            failed = []
+            done_rows = {r["condition"]: r for r in store.rows(planned=False) if r["cell_id"] == cell.cell_id}
+            trained: dict[str, dict] = {}  # (genotype, training) -> its numbers: identical trainings run once
+            for row in done_rows.values():
+                if row["status"] == "done" and row["train_dir"] and row["train_config"] is not None:
+                    trained.setdefault(_training_key(row["genotype"], row["train_config"]), _train_numbers(row))
+            for k in cell.conditions:
+                status = done_rows.get(k.label, {}).get("status")
+                if status == "done" or (status == "failed" and not retry_failed):
+                    failed += [k.label] if status == "failed" else []
+                    continue
+                store.start_condition(cell.cell_id, k.label)
+                try:
+                    values = run_condition(search, cell, k, run_dir, out, trained)
+                except Exception as e:  # noqa: BLE001
+                    store.finish_condition(cell.cell_id, k.label, "failed", _reason(e, run_dir))
+                    failed.append(k.label)
+                    continue
+                store.finish_condition(cell.cell_id, k.label, "done", **values)
+            _release(run_dir)
+            if failed:
+                store.finish_cell(cell.cell_id, "failed", f"condition {', '.join(failed)} failed (bench status "
+                                                          f"shows why).")
+                return "failed"
+            store.finish_cell(cell.cell_id, "done")
+            return "done"
+
+
+def _release(run_dir: Path) -> None:
+    """Give up this process's locks of the cell's run directories (a worker runs many cells in turn)."""
+    from .. import runs
+
+    if hasattr(runs, "held_runs"):
+        root = run_dir.resolve()
+        for path in list(runs.held_runs()):
+            if path == root or root in path.parents:
+                runs.release(path)
+
+
+# ---- the search --------------------------------------------------------------------------------------------------
+def _search(cell: Cell, run_dir: Path):
+    from ..search.loop import Search
+
+    cfg = cell.search_config()
+    if (run_dir / "checkpoint.pt").exists():
+        search = Search.resume(run_dir, progress=False)
+        if _comparable(dataclasses.asdict(search.cfg)) != _comparable(cell.search):
+            raise RobustDartsError(f"{run_dir} holds a search with other settings than cell {cell.cell_id}; move "
+                                   f"it away and rerun.")
+    else:
+        search = Search(cfg, run_dir, progress=False)
+    search.run()
+    return search
+
+
+def _comparable(fields: dict) -> str:
+    return json.dumps({k: v for k, v in fields.items() if k != "data_dir"}, sort_keys=True, default=list)
+
+
+def search_record(search, cell: Cell, out: Path) -> dict[str, Any]:
+    """What the store keeps of a finished search: its last-epoch numbers, per-epoch curves, end measurements."""
+    from ..runs import environment
+
+    records = search.run_dir.read_metrics()
+    if not records:
+        raise RobustDartsError(f"the search in {search.run_dir.path} recorded no epoch; rerun the grid.")
+    last = records[-1]
+    measured = [r["eigenvalue"] for r in records if r.get("eigenvalue") is not None]
+    keys = list(dict.fromkeys(k for r in records for k, v in r.items() if isinstance(v, (int, float))))
+    curves = {k: [r.get(k) if isinstance(r.get(k), (int, float)) else None for r in records] for k in keys}
+    return {"epochs": int(search.epoch), "supernet_val_acc": last.get("val_acc"),
+            "supernet_train_acc": last.get("train_acc"), "supernet_val_loss": last.get("val_loss"),
+            "supernet_params": int(search.num_weight_parameters), "skip_normal": last.get("skip_normal"),
+            "eigenvalue": measured[-1] if measured else None, "search_seconds": last.get("wall_seconds"),
+            "curves": curves, "extras": search_extras(search, cell),
+            "metrics_path": str(search.run_dir.metrics_path.relative_to(out)), "environment": environment()}
+
+
+def search_extras(search, cell: Cell) -> dict[str, Any]:
+    """End-of-search measurements beyond metrics.jsonl: the normal cell's mean softmax mass per op (the
+    continuous quantity behind the skip count) and the conv share of its non-``none`` mass, the norm of the
+    searched ops' weights, and, when the grid measures it, λ_max over more validation batches."""
+    from ..methods.recipe import derive_weights
+
+    extras: dict[str, Any] = {}
+    weights = derive_weights(search.recipe, search.arch.as_dict(), search.epoch)
+    ops = search.space.ops.get("normal")
+    normal = weights.get("normal")
+    if ops is not None and isinstance(normal, torch.Tensor) and normal.dim() == 2 and len(ops) == normal.shape[0]:
+        mass = op_mass(normal, ops)
+        extras["op_mass_normal"] = mass
+        kept = sum(v for k, v in mass.items() if k != "none")
+        extras["conv_share_normal"] = sum(v for k, v in mass.items() if "conv" in k) / kept if kept else None
+    extras["op_weight_norm"] = float(torch.sqrt(sum(p.detach().pow(2).sum()
+                                                    for n, p in search.supernet.named_parameters() if ".ops." in n)))
+    batches = int(cell.measure.get("eigenvalue_batches", 0) or 0)
+    if batches:
+        extras["eigenvalue_settled"] = settled_eigenvalue(search, batches)
+        extras["eigenvalue_batches"] = batches
+    return extras
+
+
+def op_mass(weights: torch.Tensor, ops: list[list[str]]) -> dict[str, float]:
+    """Mean mixing weight of each op over the edges that offer it."""
+    mass: dict[str, list[float]] = {}
+    for edge, names in enumerate(ops):
+        for j, name in enumerate(names):
+            mass.setdefault(name, []).append(float(weights[edge, j]))
+    return {name: mean(values) for name, values in mass.items()}
+
+
+def settled_eigenvalue(search, batches: int) -> float:
+    """λ_max at the end of the search over ``batches`` validation batches (the same batches for every method of a
+    seed). The per-epoch measurement uses one batch, as RobustDARTS does; at small batches that is a noisy estimate
+    (docs/collapse.md), and this is the end value to compare methods by. Cached in the run directory; the run's
+    random state is left as it was."""
+    from ..analysis.hessian import arch_hessian
+    from ..data.stream import BatchStream
+    from ..preserve import preserved
+    from ..runs import atomic_write_text
+
+    path = search.run_dir.path / f"eigenvalue-{batches}batches.json"
+    cached = json.loads(path.read_text()) if path.exists() else {}
+    if cached.get("epoch") == search.epoch:
+        return cached["eigenvalue"]
+    cfg = search.cfg
+    stream = BatchStream(search.val_set, cfg.batch_size, search.augment, SETTLED_STREAM_SEED, search.device)
+    with preserved(device=search.device):
+        value = float(arch_hessian(search.supernet, search.arch, [next(stream) for _ in range(batches)],
+                                   bn_mode=cfg.hessian_bn_mode,
+                                   arch_weight_decay=cfg.arch_weight_decay)["eigenvalue"])
+    atomic_write_text(path, json.dumps({"batches": batches, "epoch": search.epoch, "eigenvalue": value}))
+    return value
+
+
+# ---- a condition -------------------------------------------------------------------------------------------------
+def condition_dir(run_dir: Path, k: CellCondition) -> Path:
+    return run_dir / "conditions" / f"{_slug(k.label)}-{k.unit_id}"
+
+
+def run_condition(search, cell: Cell, k: CellCondition, run_dir: Path, out: Path,
+                  trained: dict[str, dict]) -> dict[str, Any]:
+    """Derive the condition's genotype and train it from scratch (when the grid trains); the store's values."""
+    from ..derive import derive_from_run
+    from ..genotype import Genotype
+    from ..train import Train
+
+    folder = condition_dir(run_dir, k)
+    records = search.run_dir.read_metrics()
+    # The epoch of the search's result: the last, or the stop epoch of an early-stopped run (DARTS-ES), whose
+    # genotype.json holds that epoch's architecture.
+    result_epoch = next((r["es_stop_epoch"] for r in reversed(records) if r.get("es_stop_epoch") is not None),
+                        search.epoch - 1)
+    if k.policy is None:
+        genotype, epoch = Genotype.load(run_dir / "genotype.json"), result_epoch
+    else:
+        run_level = known_policies().get(k.policy, ()) is None
+        genotype, epoch = derive_from_run(run_dir, epoch=None if run_level else result_epoch, policy=k.policy,
+                                          condition=k.condition)
+    folder.mkdir(parents=True, exist_ok=True)
+    genotype.save(folder / "genotype.json")
+    values: dict[str, Any] = {"genotype": genotype.to_dict(), "derive_epoch": int(epoch),
+                              "genotype_skip_normal": sum(1 for g in genotype.normal if g[0] == "skip_connect")}
+    if k.train is None:
+        return values
+    cfg = train_config(k, genotype, folder / "genotype.json")
+    key = _training_key(genotype.to_dict(), dataclasses.asdict(cfg))
+    if key in trained:  # another condition of this cell derived the same architecture: its training is this one
+        return {**values, **trained[key]}
+    train_dir = folder / "train"
+    if (train_dir / "checkpoint.pt").exists():
+        train = Train.resume(train_dir, progress=False)
+        if _comparable({**dataclasses.asdict(train.cfg), "genotype": ""}) != \
+                _comparable({**dataclasses.asdict(cfg), "genotype": ""}) or \
+                train.genotype.to_dict() != genotype.to_dict():
+            raise RobustDartsError(f"{train_dir} holds a training with other settings than condition {k.label}; "
+                                   f"move it away and rerun.")
+    else:
+        train = Train(cfg, genotype, train_dir, progress=False)
+    summary = train.run()
+    numbers = {"params": summary["params"], "params_with_aux": summary["params_with_aux"],
+               "test_acc": summary["final_test_acc"], "valid_acc": summary.get("final_valid_acc"),
+               "train_epochs": summary["epochs"], "train_seconds": summary["wall_seconds"],
+               "train_dir": str(train_dir.relative_to(out)),
+               "train_config": dataclasses.asdict(cfg)}
+    trained[key] = numbers
+    return {**values, **numbers}
+
+
+def train_config(k: CellCondition, genotype, path: Path):
+    """The training's config: the evaluation recipe of the genotype's space on the dataset under the condition
+    (eval_recipe: DARTS' defaults, or LHD's drop path, 1M width ...) < the sizes preset < the grid's values."""
+    from ..config import TrainConfig, build
+
+    overrides = dict(k.train_overrides if k.train_overrides is not None else k.train)
+    base: dict[str, Any] = {}
+    try:
+        from ..eval_recipe import train_defaults
+    except ImportError:  # no per-space evaluation recipe: TrainConfig's defaults (DARTS')
+        train_defaults = None
+    if train_defaults is not None:
+        base = train_defaults(genotype, overrides["dataset"], k.condition if k.policy == "lhd" else None)
+    return build(TrainConfig, {**overrides, "genotype": str(path)}, "train", base=base)
+
+
+def _training_key(genotype: dict, train: dict) -> str:
+    return json.dumps([genotype, {k: v for k, v in train.items() if k not in ("genotype", "data_dir")}],
+                      sort_keys=True, default=list)
+
+
+def _train_numbers(row: dict) -> dict[str, Any]:
+    return {k: row[k] for k in ("params", "params_with_aux", "test_acc", "valid_acc", "train_epochs",
+                                "train_seconds", "train_dir")}
+
+
+# ---- plumbing ----------------------------------------------------------------------------------------------------
+def _reason(error: BaseException, run_dir: Path) -> str:
+    """One sentence for the store: a user error's own, else the exception's first line (its traceback is kept in
+    the cell's bench-error.log)."""
+    if isinstance(error, RobustDartsError):
+        return str(error)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir / "bench-error.log", "a") as log:
+            log.write("".join(traceback.format_exception(error)) + "\n")
+    except OSError:
+        pass
+    first = (str(error).strip().splitlines() or [""])[0][:300]
+    return f"{type(error).__name__}: {first}" + ("" if first.endswith(".") else f" (traceback in "
+                                                f"{run_dir / 'bench-error.log'}).")
+
+
+@contextmanager
+def _cell_lock(out: Path, cell_id: str) -> Iterator[bool]:
+    """An exclusive, non-blocking lock per cell across processes (and ``bench run`` invocations), so two never
+    write one run directory; released by the OS if the holder dies."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no cross-process lock
+        yield True
+        return
+    folder = out / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / f"{cell_id}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)

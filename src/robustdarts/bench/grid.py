@@ -1,0 +1,559 @@
+"""Grid files: the axes of a benchmark as typed data, expanded deterministically into cells with stable ids.
+
+A grid is YAML (a file, or the name of a preset shipped in ``bench/presets/``)::
+
+    name: tiny
+    preset: tiny                       # sizes preset of both the searches and the trainings (optional)
+    methods: [darts, {method: rdarts-l2, sweep: {weight_decay: [9e-4, 27e-4]}}]
+    spaces: [s3]
+    datasets: [fashion-mnist]
+    seeds: [0, 1]                      # or a count: 5 means 0..4
+    conditions: [default, selective-stop, "lhd:3ops"]   # derivation (policy[:condition]) per searched cell
+    search: {epochs: 2, method.tau: 0.5}                # any SearchConfig field, as --set (method.x: an option)
+    train: {epochs: 1, valid_images: 50}                # any TrainConfig field; `train: false` derives only
+    select: [{name: rdarts-l2, from: [rdarts-l2, darts], by: valid_acc}]
+    measure: {eigenvalue_batches: 16}  # λ_max at the end over N validation batches, besides the per-epoch one
+    resources: {num_cpus: 1, num_gpus: 0}                # per cell, for the Ray backend
+
+Axis entries of ``methods``, ``spaces`` and ``datasets`` are names or mappings with their own ``search`` /
+``train`` overrides (``label`` names a method entry in reports; ``sweep`` makes one variant per value). Layers,
+later winning: grid ``search`` < space < dataset < method < sweep value (trainings add the condition's ``train``).
+
+A cell is one search (method variant × space × dataset × seed) with its conditions; its id is a hash of its
+resolved SearchConfig (``data_dir`` left out: where the data lie changes no number), so the same search keeps its
+id, run directory and results when a grid is extended. Each (cell, condition) has its own id, a hash of the cell,
+the derivation and the resolved TrainConfig. Everything is validated here, before anything runs: a bad entry is
+one sentence naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import SearchConfig, TrainConfig, build, parse_value
+from ..errors import RobustDartsError, unknown
+
+GRID_KEYS = ("name", "description", "preset", "methods", "spaces", "datasets", "seeds", "conditions", "search",
+             "train", "select", "measure", "resources")
+SELECT_BY = ("valid_acc", "supernet_val_acc")  # never test_acc: the test set is reported, not selected on
+SELECT_OVER = ("variants", "seeds")
+DEFAULT_CONDITION = "default"
+# Policies derive.derive_from_run handles itself when it has no policy_names() to list them.
+_EPOCH_POLICIES = ("selective-stop",)
+
+
+# ---- the grid as typed data ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AxisEntry:
+    """One method, space or dataset of a grid with its own overrides; ``sweep`` (methods only) makes variants."""
+    name: str
+    label: str
+    search: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    sweep: dict[str, tuple] = field(default_factory=dict)
+
+    def variants(self) -> list[tuple[str, dict[str, Any]]]:
+        """(variant label, search overrides) per point of the sweep, in the file's order; one unnamed variant
+        without a sweep."""
+        points: list[tuple[str, dict[str, Any]]] = [("", {})]
+        for key, values in self.sweep.items():
+            points = [(f"{label}, {key}={_text(v)}" if label else f"{key}={_text(v)}", {**over, key: v})
+                      for label, over in points for v in values]
+        return points
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A derivation of each searched cell: a discretization policy (None: the space's own rule, i.e. the run's
+    own genotype) with an LHD condition, plus the trainings' overrides under it (1M trains a larger network)."""
+    label: str
+    policy: str | None = None
+    condition: str | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SelectRule:
+    """A protocol's selection: per group, the candidate with the best ``by`` becomes method ``name``.
+    ``over='variants'``: among the cells of the methods in ``from_`` with the same space, dataset, seed and
+    condition (R-DARTS(L2) over its weight-decay grid); ``over='seeds'``: among one method variant's seeds
+    (best-of-k)."""
+    name: str
+    from_: tuple[str, ...]
+    by: str = "valid_acc"
+    over: str = "variants"
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    methods: tuple[AxisEntry, ...]
+    spaces: tuple[AxisEntry, ...]
+    datasets: tuple[AxisEntry, ...]
+    seeds: tuple[int, ...]
+    conditions: tuple[Condition, ...] = (Condition(DEFAULT_CONDITION),)
+    search: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] | None = None  # None: derive only, train nothing
+    preset: str | None = None
+    select: tuple[SelectRule, ...] = ()
+    measure: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, float] = field(default_factory=dict)
+    description: str = ""
+    source: str = "grid"  # where it came from, for messages
+
+    def to_dict(self) -> dict:
+        """The grid in its file's form (what the store records); ``grid_from_dict`` reads it back."""
+        def entry(e: AxisEntry, kind: str) -> dict:
+            out = {kind: e.name, "label": e.label, "search": e.search, "train": e.train}
+            return {**out, "sweep": {k: list(v) for k, v in e.sweep.items()}} if kind == "method" else out
+
+        data = {"name": self.name, "description": self.description, "preset": self.preset,
+                "methods": [entry(m, "method") for m in self.methods],
+                "spaces": [entry(s, "space") for s in self.spaces],
+                "datasets": [entry(d, "dataset") for d in self.datasets], "seeds": list(self.seeds),
+                "conditions": [{"label": c.label, "policy": c.policy, "condition": c.condition, "train": c.train}
+                               for c in self.conditions],
+                "search": self.search, "train": False if self.train is None else self.train,
+                "select": [{"name": r.name, "from": list(r.from_), "by": r.by, "over": r.over} for r in self.select],
+                "measure": self.measure, "resources": self.resources}
+        return json.loads(json.dumps(data))
+
+
+@dataclass(frozen=True)
+class CellCondition:
+    """One condition of one cell: what the store keeps a row for."""
+    unit_id: str
+    label: str
+    policy: str | None
+    condition: str | None
+    train: dict[str, Any] | None  # resolved TrainConfig fields as planned; None: no training
+    # What the grid sets for the trainings. At run time these are layered over the evaluation recipe of the
+    # derived genotype (eval_recipe: LHD's drop path, 1M width ...), which only the genotype decides.
+    train_overrides: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One search of the grid and its conditions, fully resolved."""
+    cell_id: str
+    position: int  # order in the expansion (ties in selections go to the earlier cell)
+    method: str  # the method entry's label (what reports group by)
+    preset_method: str  # the method preset it runs
+    variant: str
+    space: str
+    dataset: str
+    seed: int
+    search: dict[str, Any]  # resolved SearchConfig fields
+    conditions: tuple[CellCondition, ...]
+    measure: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, float] = field(default_factory=dict)
+    # The search run directory, relative to the grid's output directory. Named after the labels for people; a
+    # cell keeps the directory it was first run in (the store's) when a label is renamed later.
+    run_dir: str = ""
+
+    def __post_init__(self):
+        if not self.run_dir:
+            name = "-".join(p for p in (self.method, self.variant, self.space, self.dataset, f"s{self.seed}") if p)
+            object.__setattr__(self, "run_dir", f"cells/{_slug(name)}-{self.cell_id}")
+
+    def search_config(self) -> SearchConfig:
+        return SearchConfig(**self.search)
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Cell":
+        conditions = tuple(CellCondition(**c) for c in data["conditions"])
+        return cls(**{**data, "conditions": conditions})
+
+
+# ---- reading ---------------------------------------------------------------------------------------------------
+def preset_names() -> list[str]:
+    """Names of the grid presets shipped with the package."""
+    folder = resources.files("robustdarts.bench") / "presets"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def preset_text(name: str) -> str:
+    if name not in preset_names():
+        raise unknown("grid preset", name, preset_names())
+    return (resources.files("robustdarts.bench") / "presets" / f"{name}.yaml").read_text()
+
+
+def load_grid(spec: str | Path) -> Grid:
+    """A grid from a YAML file or a preset name (``robustdarts bench presets``)."""
+    path = Path(spec)
+    if path.is_file():
+        text, source = path.read_text(), str(path)
+    elif str(spec) in preset_names():
+        text, source = preset_text(str(spec)), f"grid preset {spec}"
+    elif path.suffix in (".yaml", ".yml") or "/" in str(spec):
+        raise RobustDartsError(f"grid file {spec} does not exist; pass a YAML file or one of the presets: "
+                               f"{', '.join(preset_names())}.")
+    else:
+        raise unknown("grid preset", spec, preset_names(), where="(and no such file)")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise RobustDartsError(f"{source} is not valid YAML ({str(e).splitlines()[0]}); fix its syntax.") from None
+    return grid_from_dict(data, source)
+
+
+def grid_from_dict(data: Any, source: str = "grid") -> Grid:
+    """Check and type a grid's plain data; every problem is one sentence naming ``source`` and the entry."""
+    if not isinstance(data, dict):
+        raise RobustDartsError(f"{source} must hold a mapping of grid keys, not {type(data).__name__}.")
+    bad = sorted(set(data) - set(GRID_KEYS))
+    if bad:
+        raise RobustDartsError(f"{source} has unknown key {bad[0]!r}; grid keys are: {', '.join(GRID_KEYS)}.")
+    for axis in ("methods", "spaces", "datasets", "seeds"):
+        if axis not in data:
+            raise RobustDartsError(f"{source} has no {axis!r} axis; list at least one value under {axis}:.")
+    methods = tuple(_entry(e, "method", source, sweeps=True) for e in _axis(data, "methods", source))
+    spaces = tuple(_entry(e, "space", source) for e in _axis(data, "spaces", source))
+    datasets = tuple(_entry(e, "dataset", source) for e in _axis(data, "datasets", source))
+    seeds = _seeds(data["seeds"], source)
+    conditions = tuple(_condition(c, source) for c in _axis(data, "conditions", source)) \
+        if "conditions" in data else (Condition(DEFAULT_CONDITION),)
+    train = data.get("train", None)
+    if train is False or train is None:
+        train = None
+    else:
+        train = _overrides(train, "train", source)
+    preset = data.get("preset")
+    if preset is not None and not isinstance(preset, str):
+        raise RobustDartsError(f"{source}: preset must be a sizes preset name (tiny, small, paper), not {preset!r}.")
+    select = tuple(_rule(r, source) for r in (data.get("select") or []))
+    measure = _mapping(data.get("measure"), "measure", source)
+    bad = sorted(set(measure) - {"eigenvalue_batches"})
+    if bad:
+        raise RobustDartsError(f"{source}: measure has unknown key {bad[0]!r}; the one key is eigenvalue_batches.")
+    if not isinstance(measure.get("eigenvalue_batches", 0), int) or measure.get("eigenvalue_batches", 0) < 0:
+        raise RobustDartsError(f"{source}: measure.eigenvalue_batches must be a whole number >= 0, not "
+                               f"{measure['eigenvalue_batches']!r}.")
+    res = _mapping(data.get("resources"), "resources", source)
+    for key, value in res.items():
+        if key not in ("num_cpus", "num_gpus") or not isinstance(value, (int, float)) or value < 0:
+            raise RobustDartsError(f"{source}: resources takes num_cpus and num_gpus as numbers >= 0, not "
+                                   f"{key}: {value!r}.")
+    return Grid(name=str(data.get("name") or Path(source).stem), methods=methods, spaces=spaces, datasets=datasets,
+                seeds=seeds, conditions=conditions, search=_overrides(data.get("search"), "search", source),
+                train=train, preset=preset, select=select, measure=measure, resources=res,
+                description=str(data.get("description") or ""), source=source)
+
+
+def _axis(data: dict, axis: str, source: str) -> list:
+    values = data[axis]
+    if values is None or values == [] or values == {}:
+        raise RobustDartsError(f"{source}: the {axis!r} axis is empty; list at least one value.")
+    if not isinstance(values, list):
+        values = [values]
+    return values
+
+
+def _seeds(value: Any, source: str) -> tuple[int, ...]:
+    if isinstance(value, bool):
+        raise RobustDartsError(f"{source}: seeds must be a list of whole numbers or a count, not {value!r}.")
+    if isinstance(value, int):
+        if value < 1:
+            raise RobustDartsError(f"{source}: the 'seeds' axis is empty (a count of {value}); give a count >= 1 "
+                                   f"or a list of seeds.")
+        return tuple(range(value))
+    if value is None or value == []:
+        raise RobustDartsError(f"{source}: the 'seeds' axis is empty; list at least one value.")
+    values = value if isinstance(value, list) else [value]
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in values):
+        bad = next(s for s in values if not isinstance(s, int) or isinstance(s, bool))
+        raise RobustDartsError(f"{source}: seed {bad!r} is not a whole number; seeds are integers.")
+    if len(set(values)) != len(values):
+        raise RobustDartsError(f"{source}: the seeds axis lists a seed twice; give each seed once.")
+    bad = next((s for s in values if not 0 <= s < 2 ** 32), None)
+    if bad is not None:
+        raise RobustDartsError(f"{source}: seed {bad} is out of range; seeds are whole numbers in [0, 2^32).")
+    return tuple(values)
+
+
+def _mapping(value: Any, what: str, source: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RobustDartsError(f"{source}: {what} must be a mapping of key: value, not {value!r}.")
+    return dict(value)
+
+
+# Set by the grid's axes, never by overrides: an override would silently contradict the cell's axis values.
+_AXIS_FIELDS = ("method", "space", "dataset", "seed", "preset", "genotype")
+
+
+def _overrides(value: Any, what: str, source: str) -> dict[str, Any]:
+    """Config overrides as ``--set`` reads them: text values parsed as YAML scalars (1e-3 is a number) and
+    ``method.x`` keys gathered into ``method_options``."""
+    out: dict[str, Any] = {}
+    for key, v in _mapping(value, what, source).items():
+        if str(key) in _AXIS_FIELDS:
+            raise RobustDartsError(f"{source}: {what} sets {key!r}, which the grid's axes set; use the "
+                                   f"{'preset key' if key == 'preset' else 'axes'} instead.")
+        v = parse_value(v) if isinstance(v, str) else v
+        if str(key).startswith("method."):
+            out.setdefault("method_options", {})[str(key)[len("method."):]] = v
+        elif key == "method_options":
+            out.setdefault("method_options", {}).update(_mapping(v, f"{what}.method_options", source))
+        else:
+            out[str(key).replace("-", "_")] = v
+    return out
+
+
+def _entry(value: Any, kind: str, source: str, sweeps: bool = False) -> AxisEntry:
+    if isinstance(value, str):
+        return AxisEntry(name=value, label=value)
+    if not isinstance(value, dict):
+        raise RobustDartsError(f"{source}: {kind} entry {value!r} must be a name or a mapping with a {kind!r} key.")
+    keys = {kind, "label", "search", "train"} | ({"sweep"} if sweeps else set())
+    bad = sorted(set(value) - keys)
+    if bad:
+        raise RobustDartsError(f"{source}: {kind} entry {value.get(kind)!r} has unknown key {bad[0]!r}; its keys "
+                               f"are: {', '.join(sorted(keys))}.")
+    name = value.get(kind)
+    if not isinstance(name, str):
+        raise RobustDartsError(f"{source}: {kind} entry {value!r} needs a {kind!r} name.")
+    sweep: dict[str, tuple] = {}
+    for key, values in _mapping(value.get("sweep"), f"{kind} {name} sweep", source).items():
+        if not isinstance(values, list) or not values:
+            raise RobustDartsError(f"{source}: sweep {key!r} of {kind} {name!r} must be a non-empty list of values.")
+        sweep[str(key)] = tuple(parse_value(v) if isinstance(v, str) else v for v in values)
+    return AxisEntry(name=name, label=str(value.get("label") or name),
+                     search=_overrides(value.get("search"), f"{kind} {name} search", source),
+                     train=_overrides(value.get("train"), f"{kind} {name} train", source), sweep=sweep)
+
+
+def _condition(value: Any, source: str) -> Condition:
+    """``default`` (the run's own genotype), a policy name, ``policy:condition``, a bare LHD condition (policy
+    lhd), or a mapping {policy, condition, label, train}."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text == DEFAULT_CONDITION:
+            return Condition(DEFAULT_CONDITION)
+        policy, sep, cond = text.partition(":")
+        if sep:
+            return Condition(text, policy or None, cond or None)
+        if text in _lhd_conditions() and text not in known_policies():
+            return Condition(text, "lhd", text)
+        return Condition(text, text, None)
+    if not isinstance(value, dict):
+        raise RobustDartsError(f"{source}: condition {value!r} must be a name (policy[:condition]) or a mapping.")
+    bad = sorted(set(value) - {"label", "policy", "condition", "train"})
+    if bad:
+        raise RobustDartsError(f"{source}: condition {value!r} has unknown key {bad[0]!r}; its keys are: condition, "
+                               f"label, policy, train.")
+    policy, cond = value.get("policy"), value.get("condition")
+    if policy is None and cond is not None and str(cond) in _lhd_conditions():
+        policy = "lhd"
+    label = value.get("label") or (":".join(str(p) for p in (policy, cond) if p) or DEFAULT_CONDITION)
+    return Condition(str(label), None if policy in (None, DEFAULT_CONDITION) else str(policy),
+                     None if cond is None else str(cond), _overrides(value.get("train"), f"condition {label} train",
+                                                                     source))
+
+
+def _rule(value: Any, source: str) -> SelectRule:
+    if not isinstance(value, dict) or "name" not in value or "from" not in value:
+        raise RobustDartsError(f"{source}: select rule {value!r} needs a name and a from list of method labels.")
+    bad = sorted(set(value) - {"name", "from", "by", "over"})
+    if bad:
+        raise RobustDartsError(f"{source}: select rule {value['name']!r} has unknown key {bad[0]!r}; its keys are: "
+                               f"by, from, name, over.")
+    by, over = value.get("by", "valid_acc"), value.get("over", "variants")
+    if by not in SELECT_BY:
+        raise unknown("selection criterion", by, SELECT_BY, where=f"in select rule {value['name']!r} of {source} "
+                                                                  f"(the test accuracy is never selected on)")
+    if over not in SELECT_OVER:
+        raise unknown("selection scope", over, SELECT_OVER, where=f"in select rule {value['name']!r} of {source}")
+    from_ = value["from"] if isinstance(value["from"], list) else [value["from"]]
+    return SelectRule(str(value["name"]), tuple(map(str, from_)), by, over)
+
+
+# ---- the live registries ---------------------------------------------------------------------------------------
+def known_policies() -> dict[str, tuple[str, ...] | None]:
+    """Policy name -> the space kinds it applies to (None: decided when it runs), read from the live registries
+    (discretize.POLICIES, derive.policy_names) so that a policy added later is valid here at once. Those outside
+    POLICIES (selective stop, DARTS-PT) work on the whole run and choose their epoch themselves."""
+    from .. import derive as derive_module
+    from ..discretize import POLICIES
+
+    out: dict[str, tuple[str, ...] | None] = {name: tuple(p.kinds) for name, p in POLICIES.items()}
+    names = derive_module.policy_names() if hasattr(derive_module, "policy_names") else _EPOCH_POLICIES
+    for name in names:
+        out.setdefault(name, None)
+    return out
+
+
+def _lhd_conditions() -> tuple[str, ...]:
+    from ..discretize import LHD_CONDITIONS
+    return tuple(LHD_CONDITIONS)
+
+
+# ---- expansion -------------------------------------------------------------------------------------------------
+def expand(grid: Grid) -> list[Cell]:
+    """Every cell of the grid in a fixed order (methods, variants, spaces, datasets, seeds), validated."""
+    from ..data.datasets import dataset_info
+    from ..methods import PRESETS, make_recipe
+    from ..spaces import SPACES, get_space
+
+    src = grid.source
+    _unique([m.label for m in grid.methods], "method label", src)
+    _unique([c.label for c in grid.conditions], "condition label", src)
+    for m in grid.methods:
+        if m.name not in PRESETS:
+            raise unknown("method", m.name, PRESETS, where=f"in {src}")
+    for s in grid.spaces:
+        if s.name not in SPACES:
+            raise unknown("space", s.name, SPACES, where=f"in {src}")
+    names = []
+    for d in grid.datasets:
+        try:
+            names.append(dataset_info(d.name).name)
+        except RobustDartsError:
+            from ..data.datasets import DATASETS
+            raise unknown("dataset", d.name, DATASETS, where=f"in {src}") from None
+    _unique(names, "dataset", src)
+    policies, lhd = known_policies(), _lhd_conditions()
+    for c in grid.conditions:
+        if c.policy is not None and c.policy not in policies:
+            raise unknown("condition", c.label, [DEFAULT_CONDITION, *policies, *lhd], where=f"in {src}")
+        if c.condition is not None and c.condition not in lhd:
+            raise unknown("LHD condition", c.condition, lhd, where=f"in condition {c.label!r} of {src}")
+        if c.condition is not None and c.policy != "lhd":
+            raise RobustDartsError(f"{src}: condition {c.label!r} gives LHD condition {c.condition!r} to policy "
+                                   f"{c.policy!r}; LHD conditions go with policy lhd (write lhd:{c.condition}).")
+        kinds = policies.get(c.policy) if c.policy else None
+        for s in grid.spaces:
+            if kinds is not None and get_space(s.name).kind not in kinds:
+                raise RobustDartsError(f"{src}: condition {c.label!r} (policy {c.policy}) applies to "
+                                       f"{'/'.join(kinds)} spaces, not to space {s.name!r}; drop one of them.")
+    labels = {m.label for m in grid.methods}
+    for rule in grid.select:
+        missing = [f for f in rule.from_ if f not in labels]
+        if missing:
+            raise unknown("method label", missing[0], labels, where=f"in select rule {rule.name!r} of {src}")
+    if grid.train is None and any(r.by == "valid_acc" for r in grid.select):
+        raise RobustDartsError(f"{src}: a select rule by valid_acc needs trainings from scratch; add a train: "
+                               f"section with valid_images, or select by supernet_val_acc.")
+
+    cells: list[Cell] = []
+    seen: dict[str, str] = {}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    recipes_checked: set[tuple[str, str]] = set()
+    for m in grid.methods:
+        for variant, sweep in m.variants():
+            for s in grid.spaces:
+                for d, dataset in zip(grid.datasets, names):
+                    where = f"{src}, method {m.label}{f' ({variant})' if variant else ''}, space {s.name}, " \
+                            f"dataset {d.name}"
+                    # Resolved once per seed axis (resolution is the slow part of a large grid); the seed changes
+                    # no other field of either config.
+                    search = _merge(grid.search, s.search, d.search, m.search, sweep)
+                    search.update(method=m.name, space=s.name, dataset=dataset, seed=grid.seeds[0])
+                    if grid.preset is not None:
+                        search["preset"] = grid.preset
+                    cfg = _resolve_search(search, where)
+                    if (m.name, s.name) not in recipes_checked:  # a method that cannot run on a space says so
+                        _checked(lambda: make_recipe(cfg), where)
+                        recipes_checked.add((m.name, s.name))
+                    trainings = []
+                    for c in grid.conditions:
+                        if grid.train is None:
+                            trainings.append((None, None))
+                            continue
+                        over = _merge(grid.train, s.train, d.train, m.train, c.train)
+                        over.update(dataset=dataset, seed=grid.seeds[0])
+                        if c.policy == "lhd" and c.condition and "condition" in train_fields:
+                            over["condition"] = c.condition  # LHD's network per condition (1M)
+                        if cfg.data_dir is not None:
+                            over.setdefault("data_dir", cfg.data_dir)
+                        if grid.preset is not None:
+                            over.setdefault("preset", grid.preset)
+                        built = _checked(lambda: build(TrainConfig, {**over, "genotype": ""}, "train"),
+                                         f"{where}, condition {c.label}, train")
+                        trainings.append((dataclasses.asdict(built), over))
+                    for seed in grid.seeds:
+                        fields = {**dataclasses.asdict(cfg), "seed": seed}
+                        cell_id = stable_id({k: v for k, v in fields.items() if k != "data_dir"})
+                        if cell_id in seen:
+                            raise RobustDartsError(f"{src}: {where}, seed {seed} resolves to the same search as "
+                                                   f"{seen[cell_id]}; remove one of them.")
+                        seen[cell_id] = f"{where}, seed {seed}"
+                        conditions = []
+                        for c, (train, over) in zip(grid.conditions, trainings):
+                            if train is not None:
+                                train, over = {**train, "seed": seed}, {**over, "seed": seed}
+                            unit = stable_id({"cell": cell_id, "policy": c.policy, "condition": c.condition,
+                                              "train": None if train is None else
+                                              {k: v for k, v in train.items() if k not in ("genotype", "data_dir")}})
+                            conditions.append(CellCondition(unit, c.label, c.policy, c.condition, train, over))
+                        cells.append(Cell(cell_id, len(cells), m.label, m.name, variant, s.name, dataset, seed,
+                                          fields, tuple(conditions), dict(grid.measure), dict(grid.resources)))
+    return cells
+
+
+def _resolve_search(overrides: dict[str, Any], where: str) -> SearchConfig:
+    from ..methods import search_config
+    return _checked(lambda: search_config(overrides), where)
+
+
+def _checked(make, where: str):
+    """``make()``, with a user error's sentence prefixed by the grid entry it comes from."""
+    try:
+        return make()
+    except RobustDartsError as e:
+        raise RobustDartsError(f"{where}: {e}") from None
+
+
+def _merge(*layers: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for k, v in layer.items():
+            if k == "method_options":
+                out["method_options"] = {**out.get("method_options", {}), **v}
+            else:
+                out[k] = v
+    return out
+
+
+def _unique(values: list, what: str, source: str) -> None:
+    twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if twice is not None:
+        raise RobustDartsError(f"{source}: {what} {twice!r} appears twice; give each entry its own {what}.")
+
+
+def stable_id(data: Any) -> str:
+    """12 hex digits of the SHA-256 of ``data`` as canonical JSON (sorted keys; floats by repr, so 9e-4 and
+    0.0009 are one value)."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=list)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", text).strip("_")
+
+
+def _text(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def grid_size(grid: Grid) -> dict[str, Any]:
+    """Cells and trainings of a grid counted from its axes alone (no resolution: instant for any size), and the
+    methods it names that this robustdarts lacks (a preset may list methods still to come)."""
+    from ..methods import PRESETS
+
+    cells = sum(len(m.variants()) for m in grid.methods) * len(grid.spaces) * len(grid.datasets) * len(grid.seeds)
+    return {"cells": cells, "trainings": cells * len(grid.conditions) if grid.train is not None else 0,
+            "missing_methods": [m.name for m in grid.methods if m.name not in PRESETS]}

@@ -1,0 +1,193 @@
+"""The plan of a grid: its cells with ids, their count and a rough cost, computed without running anything.
+
+The cost is counted, not guessed per method: the supernet's forward FLOPs per image are counted on one small
+forward pass, multiplied by the images each step touches and the passes the method's recipe makes
+(a first-order arch step is one forward and one backward on a validation batch, an unrolled one about four
+times that, SDARTS-ADV adds its attack steps ...), plus evaluation, eigenvalue measurements and the trainings from
+scratch. Time is then ``FLOPs / RATE + steps × STEP_OVERHEAD``: on this project's 2-core CPU a step is bound by
+memory traffic and per-op overhead rather than arithmetic (DESIGN.md), and the two constants are fitted to
+docs/collapse.md's measured runs (a DARTS search there: 17–23 min; a from-scratch training: 6.5–14 min, one thread).
+Treat the hours as an order of magnitude on a CPU core; a GPU is another machine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .grid import Cell, Grid, expand
+
+RATE = 3e9  # FLOP/s of one thread here, on these memory-bound convolutions
+STEP_OVERHEAD = 0.08  # seconds per optimizer step that do not scale with FLOPs (op dispatch, BN, small tensors)
+FORWARD, FORWARD_BACKWARD = 1.0, 3.0  # a backward costs about two forwards
+ARCH_PASSES = {"first": FORWARD_BACKWARD, "mixed": 2 * FORWARD_BACKWARD, "second": 4 * FORWARD_BACKWARD,
+               "single": 0.0, "none": 0.0}
+
+
+@dataclass(frozen=True)
+class CellCost:
+    search_flops: float
+    train_flops: float  # all of the cell's trainings (identical architectures, trained once, are counted each)
+    search_steps: int
+    train_steps: int
+
+    @property
+    def seconds(self) -> float:
+        return (self.search_flops + self.train_flops) / RATE + (self.search_steps + self.train_steps) * STEP_OVERHEAD
+
+
+@dataclass(frozen=True)
+class Plan:
+    grid: Grid
+    cells: list[Cell]
+    costs: dict[str, CellCost]
+
+    @property
+    def trainings(self) -> int:
+        return sum(1 for c in self.cells for k in c.conditions if k.train is not None)
+
+    @property
+    def seconds(self) -> float:
+        return sum(c.seconds for c in self.costs.values())
+
+    def summary(self) -> dict:
+        return {"grid": self.grid.name, "cells": len(self.cells), "searches": len(self.cells),
+                "conditions": sum(len(c.conditions) for c in self.cells), "trainings": self.trainings,
+                "search_tflop": sum(c.search_flops for c in self.costs.values()) / 1e12,
+                "train_tflop": sum(c.train_flops for c in self.costs.values()) / 1e12,
+                "cpu_hours": self.seconds / 3600}
+
+    def to_dict(self) -> dict:
+        return {**self.summary(), "cell_list": [
+            {"cell_id": c.cell_id, "method": c.method, "variant": c.variant, "space": c.space, "dataset": c.dataset,
+             "seed": c.seed, "run_dir": c.run_dir, "conditions": [k.label for k in c.conditions],
+             "cpu_hours": self.costs[c.cell_id].seconds / 3600} for c in self.cells]}
+
+
+def make_plan(grid: Grid) -> Plan:
+    cells = expand(grid)
+    costs: dict[str, CellCost] = {}
+    known: dict[str, CellCost] = {}  # cells that differ only in their seed cost the same
+    for c in cells:
+        key = json.dumps([{**c.search, "seed": 0}, c.measure,
+                          [None if k.train is None else {**k.train, "seed": 0} for k in c.conditions]],
+                         sort_keys=True, default=list)
+        costs[c.cell_id] = known[key] = known.get(key) or estimate(c)
+    return Plan(grid, cells, costs)
+
+
+def estimate(cell: Cell) -> CellCost:
+    from ..data.datasets import dataset_info
+    from ..methods import make_recipe
+
+    cfg = cell.search_config()
+    info = dataset_info(cfg.dataset)
+    recipe = make_recipe(cfg)
+    size = cfg.image_size or info.size
+    per_image = supernet_flops(cfg.space, cfg.init_channels, cfg.layers, info.num_classes, info.channels, size,
+                               recipe.edge_extra is not None)
+    images = min(cfg.limit_images or info.train_size, info.train_size)
+    n_train = int(math.floor(cfg.train_portion * images))
+    n_val = images - n_train
+    steps_per_epoch = max(n_train // cfg.batch_size, 1)
+    weight = FORWARD_BACKWARD if recipe.trains_weights else 0.0
+    family = type(recipe).__name__
+    opts = cfg.method_options
+    if family == "Sdarts" and opts.get("attack") == "pgd":
+        weight += FORWARD_BACKWARD * float(opts.get("attack_steps", 7))
+    elif family == "LambdaDarts":
+        weight += 4 * FORWARD_BACKWARD  # its finite-difference alignment passes (fitted: 36–44 vs 17–23 min)
+    per_step = cfg.batch_size * (weight + ARCH_PASSES.get(recipe.arch_grad, FORWARD_BACKWARD))
+    epochs = cfg.epochs
+    flops = epochs * (steps_per_epoch * per_step + n_val * FORWARD) * per_image
+    if cfg.hessian_every:
+        measured = {e for e in range(epochs) if e % cfg.hessian_every == 0 or e == epochs - 1}
+        hvp = _num_alpha(cfg.space) * cfg.batch_size * 2 * FORWARD_BACKWARD * per_image
+        flops += len(measured) * cfg.hessian_batches * hvp
+    if cell.measure.get("eigenvalue_batches"):
+        flops += int(cell.measure["eigenvalue_batches"]) * _num_alpha(cfg.space) * cfg.batch_size * 2 * \
+            FORWARD_BACKWARD * per_image
+    if cfg.leakage_every:
+        flops += len(range(0, epochs, cfg.leakage_every)) * 3 * n_val * FORWARD * per_image
+    search_steps = epochs * steps_per_epoch
+
+    train_flops, train_steps = 0.0, 0
+    for k in cell.conditions:
+        if k.train is None:
+            continue
+        t = k.train
+        t_info = dataset_info(t["dataset"])
+        t_size = t["image_size"] or t_info.size
+        t_images = min(t["limit_images"] or t_info.train_size, t_info.train_size) - (t["valid_images"] or 0)
+        t_test = min(t["limit_test"] or t_info.test_size, t_info.test_size)
+        per = supernet_flops(cfg.space, t["init_channels"], t["layers"], t_info.num_classes, t_info.channels, t_size,
+                             False) * _kept_fraction(cfg.space)
+        steps = max(math.ceil(t_images / t["batch_size"]), 1)
+        train_flops += t["epochs"] * (t_images * FORWARD_BACKWARD + (t_test + (t["valid_images"] or 0)) * FORWARD) \
+            * per
+        train_steps += t["epochs"] * steps
+    return CellCost(flops, train_flops, search_steps, train_steps)
+
+
+@lru_cache(maxsize=None)
+def supernet_flops(space: str, channels: int, layers: int, classes: int, in_channels: int, size: int,
+                   edge_extra: bool) -> float:
+    """Forward FLOPs per image of the supernet with every op weighted (uniform softmax): the multiply-adds of its
+    convolutions and linear layers, counted by hooks on one real forward of a small image (at most 8x8, one
+    thread: a fraction of a second) and scaled by the pixel count, which convolution FLOPs are proportional to.
+    BN, ReLU and pooling (cheap in FLOPs, not in memory traffic) are left to STEP_OVERHEAD."""
+    import torch
+
+    from ..archparams import ArchParams
+    from ..relax import mixing_weights
+    from ..spaces import get_space
+    from ..supernet import Supernet
+
+    s = get_space(space)
+    probe = min(size, 8)
+    total = [0.0]
+
+    def count(module, inputs, output):
+        if isinstance(module, torch.nn.Conv2d):
+            kh, kw = module.kernel_size
+            total[0] += 2.0 * output.numel() * module.in_channels // module.groups * kh * kw
+        elif isinstance(module, torch.nn.Linear):
+            total[0] += 2.0 * output.numel() * module.in_features
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: two contended threads are 100x slower than one here
+    try:
+        with torch.random.fork_rng(devices=[]):
+            net = Supernet(s, channels, layers, classes, in_channels)
+            arch = ArchParams(s, generator=torch.Generator().manual_seed(0))
+        for module in net.modules():
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+                module.register_forward_hook(count)
+        with torch.no_grad():
+            weights = {k: v.detach() for k, v in mixing_weights(s, dict(arch.alphas), dict(arch.betas)).items()}
+            net(torch.zeros(1, in_channels, probe, probe), weights)
+    finally:
+        torch.set_num_threads(threads)
+    # An un-weighted auxiliary skip (DARTS-) adds an identity per edge: no FLOPs worth counting.
+    return total[0] * (size / probe) ** 2
+
+
+@lru_cache(maxsize=None)
+def _num_alpha(space: str) -> int:
+    from ..spaces import get_space
+    return get_space(space).num_alpha
+
+
+@lru_cache(maxsize=None)
+def _kept_fraction(space: str) -> float:
+    """The share of the supernet's candidate ops (``none`` aside) a derived cell keeps: two per node (DARTS,
+    LHD Base), one per edge (NAS-Bench-201). A rough scale from supernet to discrete network."""
+    from ..spaces import get_space
+
+    s = get_space(space)
+    cell = "normal"
+    total = sum(sum(1 for op in ops if op != "none") for ops in s.ops[cell])
+    kept = len(s.ops[cell]) if s.kind == "nb201" else 2 * s.steps
+    return min(kept / max(total, 1), 1.0)

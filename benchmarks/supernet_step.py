@@ -23,6 +23,13 @@ load hit both alike; medians over the timed steps, and the median of the paired 
 
 Before timing, a correctness check: with the parameters copied across, both networks give the same logits for the
 same weights (and, on the tiny configuration, the same gradients).
+
+Variants of ours (``--variants``, each a configuration of the same supernet, ``Supernet.configure``): ``eager`` (the
+default build), ``nhwc`` (channels_last), ``cell`` / ``edge`` (recompute whole cells / whole mixed edges in backward),
+``fold`` (mix_in_bn), ``pools`` (share_pools), ``compile`` (torch.compile of each op; its first step, which
+compiles, is reported apart), ``bf16`` (autocast), and ``+`` combinations (``nhwc+edge``). Each is checked against
+``eager`` (logits and gradients), timed in the same round-robin as the reference, and measured in its own process.
+``--profile VARIANT`` prints which kernels dominate one step of that variant (torch.profiler, self CPU time).
 """
 
 from __future__ import annotations
@@ -48,6 +55,20 @@ from robustdarts.supernet import Supernet  # noqa: E402
 TINY = dict(C=8, layers=5, batch=32, size=16)
 STANDARD = dict(C=16, layers=8, batch=64, size=32)
 KINDS = ("graph", "nograph", "onehot")
+OPTIONS = {"eager": {}, "nhwc": dict(channels_last=True), "fold": dict(mix_in_bn=True), "pools": dict(share_pools=True),
+           "cell": dict(recompute="cell"), "edge": dict(recompute="edge"), "compile": dict(compile="ops"),
+           "bf16": {}}  # bf16: autocast around the forward (not a supernet option)
+DEFAULT_VARIANTS = "eager,nhwc,nhwc+fold+pools,edge,nhwc+fold+pools+edge"
+
+
+def variant_options(name: str) -> tuple[dict, bool]:
+    """``Supernet.configure`` options of a variant name such as ``nhwc+edge``, and whether it autocasts to bf16."""
+    options: dict = {}
+    for part in name.split("+"):
+        if part not in OPTIONS:
+            raise SystemExit(f"unknown variant part {part!r}; parts are: {', '.join(OPTIONS)}")
+        options.update(OPTIONS[part])
+    return options, "bf16" in name.split("+")
 
 
 # --- measurement helpers (search_step.py uses them too) ---------------------------------------------------------------
@@ -135,6 +156,19 @@ def build(cfg: dict, seed: int = 0):
     return ours, ref, arch
 
 
+def variant_net(ours: Supernet, variant: str) -> Supernet:
+    """A copy of ``ours`` (same weights) configured as ``variant``; ``eager`` is ``ours`` itself."""
+    if variant in ("eager", "bf16", "ours"):
+        return ours
+    options, _ = variant_options(variant)
+    net = Supernet("darts", ours.C, ours.layers, 10, 3)
+    net.load_state_dict(ours.state_dict())
+    notes = net.configure(**options)
+    for note in notes:
+        print(f"  note ({variant}): {note}")
+    return net
+
+
 def onehot_weights(arch: ArchParams, seed: int = 0) -> dict:
     gen = torch.Generator().manual_seed(seed)
     out = {}
@@ -145,7 +179,14 @@ def onehot_weights(arch: ArchParams, seed: int = 0) -> dict:
 
 
 def make_forward(impl: str, kind: str, ours, ref, arch):
-    """A closure running one forward; returns logits. Weights are rebuilt each call (the softmax is part of a step)."""
+    """A closure running one forward; returns logits. Weights are rebuilt each call (the softmax is part of a step).
+    ``impl``: ``ref``, ``ours`` or a variant name (``ours`` must then be that variant's network)."""
+    if impl not in ("ours", "ref"):
+        _, bf16 = variant_options(impl)  # the network passed in is already the variant's
+        plain = make_forward("ours", kind, ours, ref, arch)
+        if not bf16:
+            return plain
+        return lambda x: _autocast_forward(plain, x)
     onehot = onehot_weights(arch)
     if impl == "ours":
         if kind == "graph":
@@ -168,11 +209,16 @@ def make_forward(impl: str, kind: str, ours, ref, arch):
     return lambda x: ref(x, onehot)
 
 
+def _autocast_forward(plain, x):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return plain(x).float()
+
+
 # --- steps -----------------------------------------------------------------------------------------------------------
 
 def make_step(impl: str, kind: str, ours, ref, arch, x, y):
     """A closure doing one forward+backward (gradients of every leaf cleared first); returns (forward s, step s)."""
-    model = ours if impl == "ours" else ref
+    model = ref if impl == "ref" else ours
     fwd = make_forward(impl, kind, ours, ref, arch)
     leaves = list(model.parameters()) + list(arch.parameters()) + ref.arch_parameters()
 
@@ -201,6 +247,10 @@ def measure_memory(impl: str, kind: str, cfg: dict, threads: int) -> dict:
         torch.set_num_threads(threads)
     ours, ref, arch = build(cfg)
     x, y = inputs(cfg)
+    if impl != "ref":
+        ours = variant_net(ours, impl)
+        if "compile" in impl:
+            make_step(impl, kind, ours, ref, arch, x, y)()  # compile outside the measured step
     step = make_step(impl, kind, ours, ref, arch, x, y)
     reset_peak_rss()
     baseline = current_rss_mb()
@@ -210,29 +260,100 @@ def measure_memory(impl: str, kind: str, cfg: dict, threads: int) -> dict:
             "baseline_mb": baseline, "peak_delta_mb": peak_rss_mb() - baseline, "seconds": seconds}
 
 
-def time_alternating(cfg: dict, kinds, warmup: int, steps: int) -> dict:
-    """Median step/forward seconds per (impl, kind) and the median of paired ours/ref ratios; ours and the
-    reference alternate step by step (ABBA order), so a change in machine load hits both alike."""
+def time_alternating(cfg: dict, kinds, warmup: int, steps: int, variants=("eager",)) -> dict:
+    """Median step/forward seconds per (impl, kind) and the median of paired ours/ref ratios; the reference and
+    every variant of ours take turns step by step (the order rotating each round), so a change in machine load
+    hits all alike. ``first`` is each one's first (warmup) step: for compiled variants it includes compilation."""
     ours, ref, arch = build(cfg)
+    nets = {v: variant_net(ours, v) for v in variants}
     x, y = inputs(cfg)
+    impls = ["ref", *variants]
     out = {}
     for kind in kinds:
-        fns = {impl: make_step(impl, kind, ours, ref, arch, x, y) for impl in ("ours", "ref")}
-        for _ in range(warmup):
-            fns["ours"]()
-            fns["ref"]()
-        times = {"ours": [], "ref": []}
+        fns = {"ref": make_step("ref", kind, ours, ref, arch, x, y)}
+        fns.update({v: make_step(v, kind, nets[v], ref, arch, x, y) for v in variants})
+        first = {}
+        for w in range(warmup):
+            for impl in impls:
+                t = fns[impl]()
+                first.setdefault(impl, t[1])
+        times = {impl: [] for impl in impls}
         for i in range(steps):
-            for impl in (("ours", "ref") if i % 2 == 0 else ("ref", "ours")):
+            order = impls[i % len(impls):] + impls[:i % len(impls)]
+            for impl in (order if i % 2 == 0 else order[::-1]):
                 times[impl].append(fns[impl]())
         out[kind] = {
-            impl: {"step": median([t[1] for t in ts]), "fwd": median([t[0] for t in ts]), "all": [t[1] for t in ts]}
+            impl: {"step": median([t[1] for t in ts]), "fwd": median([t[0] for t in ts]), "all": [t[1] for t in ts],
+                   "first": first.get(impl, float("nan"))}
             for impl, ts in times.items()
         }
-        out[kind]["paired_ratio"] = median([a[1] / b[1] for a, b in zip(times["ours"], times["ref"])])
-        print(f"  timed {kind:8s} ours " + " ".join(f"{t[1]:.3f}" for t in times["ours"]) +
-              "  ref " + " ".join(f"{t[1]:.3f}" for t in times["ref"]), flush=True)
+        for v in variants:
+            out[kind][v]["paired_ratio"] = median([a[1] / b[1] for a, b in zip(times[v], times["ref"])])
+        out[kind]["paired_ratio"] = out[kind][variants[0]]["paired_ratio"]
+        out[kind]["ours"] = out[kind][variants[0]]
+        for impl in impls:
+            print(f"  timed {kind:8s} {impl:12s} " + " ".join(f"{t[1]:.3f}" for t in times[impl]), flush=True)
     return out
+
+
+def check_variants(cfg: dict, batch: int, variants) -> list[str]:
+    """Max |variant - eager| of the logits and of every gradient (weights and α), from the same weights."""
+    ours, ref, arch = build(cfg)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(batch, 3, cfg["size"], cfg["size"], generator=gen)
+    y = torch.randint(0, 10, (batch,), generator=gen)
+
+    def run(impl, net):
+        fwd = make_forward(impl, "graph", net, ref, arch)
+        for p in list(net.parameters()) + list(arch.parameters()):
+            p.grad = None
+        logits = fwd(x)
+        F.cross_entropy(logits, y).backward()
+        return logits.detach(), [p.grad.clone() for p in net.parameters()], [a.grad.clone() for a in arch.parameters()]
+
+    base = run("eager", ours)
+    lines = []
+    for v in variants:
+        if v == "eager":
+            continue
+        got = run(v, variant_net(ours, v))
+        dl = (got[0] - base[0]).abs().max().item()
+        dw = max((a - b).abs().max().item() for a, b in zip(got[1], base[1]))
+        da = max((a - b).abs().max().item() for a, b in zip(got[2], base[2]))
+        lines.append(f"{v} vs eager: logits max |diff| {dl:.2g}, weight gradients {dw:.2g}, alpha gradients {da:.2g} "
+                     f"(max |grad alpha| {max(a.abs().max().item() for a in base[2]):.3g})")
+    return lines
+
+
+def profile_step(cfg: dict, variant: str, kind: str = "graph", rows: int = 15) -> str:
+    """Which kernels dominate one step of ``variant``: torch.profiler's self CPU time per op, and the convolutions
+    split by kind (depthwise kxk, pointwise, dense), forward and backward."""
+    import collections
+
+    from torch.profiler import ProfilerActivity, profile
+
+    ours, ref, arch = build(cfg)
+    net = variant_net(ours, variant)
+    x, y = inputs(cfg)
+    step = make_step(variant, kind, net, ref, arch, x, y)
+    step()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        step()
+    total = sum(e.self_cpu_time_total for e in prof.key_averages()) or 1
+    lines = [f"profile of one {kind} step, {variant}: {total / 1e6:.2f} s of self CPU time"]
+    for e in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:rows]:
+        lines.append(f"  {e.key:45s} {e.self_cpu_time_total / 1e3:9.1f} ms {100 * e.self_cpu_time_total / total:5.1f}% "
+                     f"({e.count} calls)")
+    convs = collections.Counter()
+    for e in prof.key_averages(group_by_input_shape=True):
+        if e.key in ("aten::convolution_backward", "aten::mkldnn_convolution") and e.input_shapes:
+            w = e.input_shapes[2 if e.key == "aten::convolution_backward" else 1]
+            if len(w) == 4:
+                kind_ = f"depthwise {w[2]}x{w[3]}" if w[1] == 1 else ("pointwise" if w[2:] == [1, 1] else "dense")
+                convs[(kind_, "backward" if "backward" in e.key else "forward")] += e.self_cpu_time_total
+    for (k, d), t in sorted(convs.items(), key=lambda kv: -kv[1]):
+        lines.append(f"  conv {k:14s} {d:8s} {t / 1e3:9.1f} ms {100 * t / total:5.1f}%")
+    return "\n".join(lines)
 
 
 # --- correctness ---------------------------------------------------------------------------------------------------
@@ -272,68 +393,85 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps of each before timing")
     parser.add_argument("--steps", type=int, help="timed steps of each (default 2 standard, 7 tiny)")
     parser.add_argument("--kinds", default=",".join(KINDS), help="weights kinds to measure: graph,nograph,onehot")
+    parser.add_argument("--variants", default=DEFAULT_VARIANTS, help="variants of ours: parts "
+                        f"{','.join(OPTIONS)} joined by + (default {DEFAULT_VARIANTS})")
     # One thread by default: the machine's 2 cores are shared with other jobs, and multi-threaded OpenMP timings
     # swing wildly when the cores are oversubscribed.
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
-    parser.add_argument("--skip-check", action="store_true", help="skip the logits/gradients equality check")
+    parser.add_argument("--skip-check", action="store_true", help="skip the logits/gradients equality checks")
     parser.add_argument("--skip-memory", action="store_true", help="skip the isolated memory runs")
+    parser.add_argument("--profile", help="after timing, profile one step of this variant (e.g. eager, nhwc)")
     args = parser.parse_args()
     cfg = dict(TINY if args.tiny else STANDARD)
     if args.batch_size:
         cfg["batch"] = args.batch_size
     steps = args.steps or (7 if args.tiny else 2)
     kinds = [k for k in args.kinds.split(",") if k]
+    variants = [v for v in args.variants.split(",") if v]
+    for v in variants:
+        variant_options(v)
     if args.threads:
         torch.set_num_threads(args.threads)
     name = "tiny" if args.tiny else "standard"
     print(f"DARTS supernet forward+backward, {name}: C={cfg['C']}, {cfg['layers']} cells, batch {cfg['batch']}, "
           f"{cfg['size']}x{cfg['size']}; torch threads {torch.get_num_threads()}; {args.warmup} warmup + {steps} "
-          f"timed steps each, ours and reference alternating; load average {os.getloadavg()[0]:.1f}")
+          f"timed steps each, reference and {', '.join(variants)} taking turns; load average "
+          f"{os.getloadavg()[0]:.1f}")
     if not args.skip_check:
         for line in check_equal(cfg, min(8, cfg["batch"]), grads=args.tiny):
             print("  check", line)
+        for line in check_variants(cfg, min(8, cfg["batch"]), variants):
+            print("  check", line, flush=True)
 
     mem = {}
     if not args.skip_memory:
         for i, kind in enumerate(kinds):
-            for impl in (("ours", "ref") if i % 2 == 0 else ("ref", "ours")):
+            impls = ["ref", *variants]
+            for impl in (impls if i % 2 == 0 else impls[::-1]):
                 m = run_isolated(measure_memory, impl, kind, cfg, args.threads)
                 mem[(impl, kind)] = m
-                print(f"  memory {impl:4s} {kind:8s} saved {m['saved_unique'] / 2**30:6.3f} GiB "
+                print(f"  memory {impl:12s} {kind:8s} saved {m['saved_unique'] / 2**30:6.3f} GiB "
                       f"({m['saved_count']} tensors, {m['saved_total'] / 2**30:.3f} GiB counting repeats)  "
-                      f"peak RSS +{m['peak_delta_mb'] / 1024:6.3f} GiB  (first step {m['seconds']:.2f}s)", flush=True)
-    timing = time_alternating(cfg, kinds, args.warmup, steps)
+                      f"peak RSS +{m['peak_delta_mb'] / 1024:6.3f} GiB  (step {m['seconds']:.2f}s)", flush=True)
+    timing = time_alternating(cfg, kinds, args.warmup, steps, variants)
 
     print()
-    print(f"{'weights':9s} {'ours s':>8s} {'ref s':>8s} {'time':>6s} {'paired':>6s} | {'ours fwd':>8s} {'ref fwd':>8s} | "
-          f"{'saved GiB ours/ref':>19s} {'ratio':>6s} | {'peak RSS GiB ours/ref':>22s} {'ratio':>6s}")
+    print(f"{'weights':9s} {'variant':12s} {'s':>8s} {'ref s':>8s} {'time':>6s} {'paired':>6s} {'1st s':>7s} | "
+          f"{'saved GiB':>9s} {'ratio':>6s} | {'peak RSS GiB':>12s} {'ref':>7s} {'ratio':>6s}")
     for kind in kinds:
-        o, f = timing[kind]["ours"], timing[kind]["ref"]
-        line = (f"{kind:9s} {o['step']:8.3f} {f['step']:8.3f} {o['step'] / f['step']:6.2f} "
-                f"{timing[kind]['paired_ratio']:6.2f} | {o['fwd']:8.3f} {f['fwd']:8.3f} |")
-        if mem:
-            mo, mf = mem[("ours", kind)], mem[("ref", kind)]
-            line += (f" {mo['saved_unique'] / 2**30:9.3f} {mf['saved_unique'] / 2**30:9.3f} "
-                     f"{mo['saved_unique'] / mf['saved_unique']:6.2f} | {mo['peak_delta_mb'] / 1024:10.3f} "
-                     f"{mf['peak_delta_mb'] / 1024:11.3f} {mo['peak_delta_mb'] / mf['peak_delta_mb']:6.2f}")
-        print(line)
+        f = timing[kind]["ref"]
+        for v in variants:
+            o = timing[kind][v]
+            line = (f"{kind:9s} {v:12s} {o['step']:8.3f} {f['step']:8.3f} {o['step'] / f['step']:6.2f} "
+                    f"{o['paired_ratio']:6.2f} {o['first']:7.2f} |")
+            if mem:
+                mo, mf = mem[(v, kind)], mem[("ref", kind)]
+                line += (f" {mo['saved_unique'] / 2**30:9.3f} {mo['saved_unique'] / mf['saved_unique']:6.2f} | "
+                         f"{mo['peak_delta_mb'] / 1024:12.3f} {mf['peak_delta_mb'] / 1024:7.3f} "
+                         f"{mo['peak_delta_mb'] / mf['peak_delta_mb']:6.2f}")
+            print(line)
     if "graph" in timing:
         f = timing["graph"]["ref"]
         for kind in ("nograph", "onehot"):
-            if kind in timing:
-                o = timing[kind]["ours"]
-                line = (f"ours {kind} vs the original's weight step (the reference with alpha's graph): "
+            for v in variants:
+                if kind not in timing:
+                    continue
+                o = timing[kind][v]
+                line = (f"{v} {kind} vs the original's weight step (the reference with alpha's graph): "
                         f"time {o['step'] / f['step']:.2f}")
                 if mem:
-                    mo, mf = mem[("ours", kind)], mem[("ref", "graph")]
+                    mo, mf = mem[(v, kind)], mem[("ref", "graph")]
                     line += (f", saved bytes {mo['saved_unique'] / mf['saved_unique']:.2f}, "
                              f"peak RSS {mo['peak_delta_mb'] / mf['peak_delta_mb']:.2f}")
                 print(line)
     print("ratios are ours / reference (below 1: ours is faster or smaller); 'paired' is the median of the ratios of "
-          "adjacent ours/reference steps; saved = bytes autograd keeps for backward, each storage once; peak RSS = "
-          f"the isolated process's high-water mark minus its RSS before the step; load average now "
-          f"{os.getloadavg()[0]:.1f}")
-
+          "adjacent steps; '1st s' is the first (warmup) step, compilation included; saved = bytes autograd keeps "
+          "for backward, each storage once (recomputing variants: only what the checkpoints' own hooks let through, "
+          "the checkpoint inputs; their peak RSS includes the recomputation); peak RSS = the isolated process's "
+          f"high-water mark minus its RSS before the step; load average now {os.getloadavg()[0]:.1f}")
+    if args.profile:
+        print()
+        print(profile_step(cfg, args.profile, kinds[0]))
 
 if __name__ == "__main__":
     main()

@@ -26,7 +26,8 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from robustdarts.distributed import Shard, SpawnedSearch
+from robustdarts.distributed import Shard
+from robustdarts.search.launch import SpawnedSearch
 from robustdarts.errors import RobustDartsError
 from robustdarts.search.loop import Search
 
@@ -184,3 +185,12 @@ def test_search_nproc_runs_one_search_in_two_processes_from_the_command_line(tmp
     bad = subprocess.run(args[:-2 * len(sizes)] + ["--set", "batch_size=7", "--out", str(tmp_path / "bad")],
                          capture_output=True, text=True, env=env, timeout=600)
     assert bad.returncode == 2 and "divisible by 2" in " ".join(bad.stderr.split())
+
+
+def test_search_help_documents_multi_process_search():
+    from typer.testing import CliRunner
+
+    from robustdarts.cli import app
+
+    text = " ".join(CliRunner().invoke(app, ["search", "--help"], env={"COLUMNS": "200"}).output.split())
+    assert "--nproc" in text and "torchrun --nproc-per-node N -m robustdarts search" in text

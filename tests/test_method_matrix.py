@@ -35,7 +35,7 @@ def test_method_runs_two_steps_on_space(method, space, tmp_path, monkeypatch):
         monkeypatch.setattr(hessian, "arch_hessian", lambda *args, **kwargs: {"eigenvalue": 0.1})
     cfg = tiny_config(method, space, **({"init_channels": 8} if method == "pc-darts" else {}))  # C/K even
     search = Search(cfg, tmp_path / "run", progress=False)
-    assert search.train_stream.steps_per_epoch == 2
+    assert search.train_stream.steps_per_epoch == (4 if cfg.weights_on_all_data else 2)  # LHD single level: all
     genotype = search.run()
     validate(genotype, space)
     assert Genotype.load(tmp_path / "run" / "genotype.json") == genotype

@@ -329,7 +329,7 @@ def test_drnas_kl_anchor_option_adds_an_arch_loss():
 @pytest.mark.parametrize("method", NEW_METHODS)
 def test_two_steps(method, space):
     search = Search(tiny(method, space), None, progress=False)
-    assert search.train_stream.steps_per_epoch == 2
+    assert search.train_stream.steps_per_epoch == (4 if search.cfg.weights_on_all_data else 2)
     before = flatten_arch(search.arch)
     genotype = search.run()
     assert genotype is not None and search.epoch == 1

@@ -198,7 +198,7 @@ def search(
                                                           "write nothing"),
 ):
     """Search an architecture; writes config, metrics, α archive, genotype and checkpoints to the run directory."""
-    from .distributed import open_search
+    from .search.launch import open_search
 
     show = progress and not as_json
     if log is not None:
@@ -234,7 +234,7 @@ def search(
                             epochs=epochs, batch_size=batch_size, init_channels=channels, layers=layers,
                             data_dir=data_dir, device=device, nproc=nproc)
         out = check_output_dir(out or Path("runs") / f"search-{cfg.space}-{cfg.method}-{cfg.dataset}-s{cfg.seed}")
-        # One process, torchrun's rank, or --nproc N spawned processes (distributed.py).
+        # One process, torchrun's rank, or --nproc N spawned processes (search/launch.py).
         run = open_search(cfg, out, console=err_console if as_json else console, progress=show, log=log)
     logger = None
     if log is not None and run.shard.writes and not getattr(run, "logs_itself", False):

@@ -78,7 +78,9 @@ class SearchConfig:
     # none | edge | cell: keep only the inputs of each mixed edge (or each cell) for backward and recompute the
     # rest there (torch.utils.checkpoint): far fewer bytes held, one more forward of those pieces
     recompute: str = "none"
-    channels_last: bool = False  # NHWC activations and weights (faster depthwise convs on some GPUs and CPUs)
+    channels_last: bool = False  # NHWC activations and conv weights (depthwise convs ~2x faster on this CPU)
+    mix_in_bn: bool = False  # each op's mixing weight as the affine scale of its final non-affine BN (one pass less)
+    share_pools: bool = False  # the edges leaving one state pool it once (each keeps its own BN)
     compile: str = "off"  # off | ops: torch.compile each candidate op (small repeated pieces; eager if unavailable)
     method_options: dict[str, Any] = field(default_factory=dict)
 
@@ -175,10 +177,13 @@ FIELD_RANGES: dict[str, Range] = {
     "tau": POSITIVE, "drop_path": FRACTION, "cutout": AT_LEAST_0, "hessian_every": AT_LEAST_0,
     "hessian_batches": AT_LEAST_1, "leakage_every": AT_LEAST_0, "keep_checkpoints": AT_LEAST_0,
     "auxiliary_weight": AT_LEAST_0, "label_smoothing": Range(0, 1), "nproc": Range(1, 1024),
+    "partial_channels": AT_LEAST_1, "report_best_after": AT_LEAST_0,
     "TrainConfig.batch_size": Range(2),  # batch-norm layers (the auxiliary head's at 1x1) need two images
 }
 # String fields with a fixed set of values that nothing else checks before a run directory is written.
 FIELD_CHOICES: dict[str, tuple[str, ...]] = {"lr_schedule": ("cosine", "constant"), "amp": ("off", "bf16"),
+                                             "step_order": ("arch-first", "weight-first"),
+                                             "hessian_relax": ("softmax", "method"),
                                              "recompute": ("none", "edge", "cell"), "compile": ("off", "ops")}
 
 

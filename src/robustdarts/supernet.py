@@ -13,12 +13,18 @@ Two things keep a step cheap on a memory-bound CPU (DESIGN.md):
   0 either way, and its parameters' gradient is exactly 0 — the search loop keeps it a zero tensor rather than
   None, so that SGD's momentum and weight decay still move those parameters. One difference remains: the BN
   running statistics of a skipped op are not updated (they only matter in eval mode, and the search validates
-  with its own weights). ``skip_zero_ops=False`` computes every op (for tests and benchmarks).
+  with its own weights). ``skip_zero_ops=False`` computes every op (no host sync at all).
+
+``Supernet.configure`` switches how, not what, it computes (config fields of the same names; same logits and
+gradients to float tolerance, tests/test_speed_options.py; measured in benchmarks/supernet_step.py): NHWC memory
+format, the mixing weight folded into each op's final batch norm, pools shared by the edges of one source state,
+recomputation of mixed edges or cells in backward, torch.compile of each op.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import weakref
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -33,6 +39,7 @@ from .spaces import Space, get_space, make_op
 from .spaces.ops import FactorizedReduce, relu_conv_bn, takes_relu
 
 EdgeExtra = Callable[[int, int], nn.Module] | None  # (C, stride) -> an extra op on every mixed edge
+RECOMPUTE = ("none", "edge", "cell")  # what Supernet.configure(recompute=...) accepts
 
 
 @dataclass(frozen=True)
@@ -73,9 +80,12 @@ class MixedEdge(nn.Module):
         # A method's un-weighted extra op on every edge (DARTS-'s auxiliary skip), scaled from outside.
         self.extra = options.extra(C, stride) if options.extra is not None else None
 
-    def forward(self, x, x_relu, w, active, extra_scale: float = 0.0, extra_weight=None):
+    mix_in_bn = False  # Supernet.configure(mix_in_bn=True): each op's mixing weight folded into its final BN
+
+    def forward(self, x, x_relu, w, active, extra_scale: float = 0.0, extra_weight=None, pools: dict | None = None):
         """Σ_o w[o]·op_o(x) over the ops with ``active[o]`` (+ the bypass of partial channels, + the extra op at
-        ``extra_scale``·``extra_weight``); returns None when nothing contributes."""
+        ``extra_scale``·``extra_weight``); returns None when nothing contributes. ``pools``: the pooled inputs
+        already computed from this edge's source (``share_pools``), filled here with the ones this edge makes."""
         full = x
         if self.partial > 1:
             c = x.shape[1] // self.partial
@@ -87,7 +97,11 @@ class MixedEdge(nn.Module):
                 continue
             if x_relu is None and takes_relu(op):  # recomputed edges make their own (not kept for backward)
                 x_relu = F.relu(x)
-            y = w[slot] * op(x_relu if takes_relu(op) else x)
+            inp = x_relu if takes_relu(op) else x
+            if pools is None and not self.mix_in_bn:
+                y = w[slot] * op(inp)
+            else:
+                y = _mixed_op(op, inp, w[slot], pools, self.mix_in_bn)
             out = y if out is None else out + y
         if self.partial > 1:
             if self.stride == 2:
@@ -102,14 +116,40 @@ class MixedEdge(nn.Module):
         return out
 
 
-def _active_mask(w: torch.Tensor, skip_zero_ops: bool = True) -> list[list[bool]]:
-    """Which ops must run: all of them when w carries a graph, else those with non-zero weight (one sync)."""
-    return _active_masks([w], skip_zero_ops)[0]
+def _mixed_op(op: nn.Module, x: torch.Tensor, weight: torch.Tensor, pools: dict | None, mix_in_bn: bool):
+    """weight·op(x) with two options that change no value beyond float rounding:
+
+    - ``pools`` (``share_pools``): a pooling op's pooled input is taken from, or put into, the cache of its source
+      state, so the edges leaving one state pool it once (max pooling's indices and output kept once, not per edge);
+      each edge keeps its own batch norm (its own running statistics);
+    - ``mix_in_bn``: an op ending in a non-affine batch norm gets the weight as that norm's affine scale, one
+      kernel instead of a norm and a multiply, and the op's output is not kept for the weight's gradient (the norm
+      keeps its input anyway)."""
+    layers = list(op) if isinstance(op, nn.Sequential) else [op]
+    start, h = 0, x
+    if pools is not None and isinstance(layers[0], (nn.MaxPool2d, nn.AvgPool2d)):
+        key = repr(layers[0])
+        if key not in pools:
+            pools[key] = layers[0](x)
+        start, h = 1, pools[key]
+    bn = layers[-1]
+    fold = (mix_in_bn and len(layers) > start and isinstance(bn, nn.BatchNorm2d) and not bn.affine
+            and bn.track_running_stats and bn.momentum is not None)
+    for layer in layers[start:len(layers) - 1 if fold else len(layers)]:
+        h = layer(h)
+    if not fold:
+        return weight * h
+    if bn.training:
+        bn.num_batches_tracked.add_(1)  # as nn.BatchNorm2d.forward counts
+    # A materialized (C,) scale: the CPU kernels read an expanded (stride-0) weight out of bounds.
+    scale = weight.reshape(1).expand(h.shape[1]).contiguous()
+    return F.batch_norm(h, bn.running_mean, bn.running_var, scale, None, bn.training, bn.momentum, bn.eps)
 
 
 def _active_masks(tensors: Sequence[torch.Tensor], skip_zero_ops: bool = True) -> list[list[list[bool]]]:
-    """``_active_mask`` of several weight tensors with one host sync for all of them (the only sync a forward
-    needs: which kernels to launch is a host decision). None when nothing may be skipped."""
+    """Which ops must run, per weight tensor: all of them when it carries a graph (or skipping is off), else those
+    with non-zero weight — with one host sync for all the tensors (the only sync a forward needs: which kernels to
+    launch is a host decision)."""
     masks: list = [[[True] * w.shape[1]] * w.shape[0] for w in tensors]
     need = [i for i, w in enumerate(tensors) if skip_zero_ops and not w.requires_grad]
     if need:
@@ -125,10 +165,7 @@ def _active_masks(tensors: Sequence[torch.Tensor], skip_zero_ops: bool = True) -
 def _recomputing() -> bool:
     """Whether a forward may be recomputed here: with gradients on, and outside torch.func transforms (the
     Hessian's HVPs), which do not support checkpoints: those passes run plainly, with the same values."""
-    if not torch.is_grad_enabled():
-        return False
-    peek = getattr(getattr(torch._C, "_functorch", None), "peek_interpreter_stack", None)
-    return peek is None or peek() is None
+    return torch.is_grad_enabled() and not _under_torch_func()
 
 
 def recomputed(module: nn.Module, *args):
@@ -153,8 +190,19 @@ def recomputed(module: nn.Module, *args):
                       context_fn=lambda: (contextlib.nullcontext(), preserved(module, rng=False)))
 
 
+def _under_torch_func() -> bool:
+    peek = getattr(getattr(torch._C, "_functorch", None), "peek_interpreter_stack", None)
+    return peek is not None and peek() is not None
+
+
+def _compiled_or_eager(compiled, eager, *args):
+    """An op's compiled forward, or its eager one inside torch.func transforms (the Hessian's HVPs), which
+    compiled code does not follow everywhere (same values either way)."""
+    return eager(*args) if _under_torch_func() else compiled(*args)
+
+
 def compile_ops(supernet: nn.Module) -> list[str]:
-    """``torch.compile`` every candidate op with parameters in place (``Module.compile``: state_dict keys and
+    """``torch.compile`` the forward of every candidate op with parameters, in place (state_dict keys and
     checkpoints unchanged); the ops of one kind and size share their compiled code. Compilation is tried once here
     on a small function, so that a machine without a working compiler says so in one note and stays eager;
     returns the notes (empty when compiled)."""
@@ -172,7 +220,8 @@ def compile_ops(supernet: nn.Module) -> list[str]:
         for edge in getattr(cell, "edges", []):
             for op in edge.ops:
                 if any(True for _ in op.parameters()) or any(True for _ in op.buffers()):
-                    op.compile(dynamic=False)
+                    eager = op.forward
+                    op.forward = functools.partial(_compiled_or_eager, torch.compile(eager, dynamic=False), eager)
     return []
 
 
@@ -180,6 +229,7 @@ class _Cell(nn.Module):
     """Shared machinery of the DARTS and LHD search cells: edges in the space's order, shared ReLUs."""
 
     recompute_edges = False  # Supernet.configure(recompute="edge"): each mixed edge recomputed in backward
+    share_pools = False  # Supernet.configure(share_pools=True): the edges from one state pool it once
 
     def _build_edges(self, space: Space, cell_type: str, C: int, reduction: bool, options: EdgeOptions):
         self.space, self.cell_type, self.reduction, self.C = space, cell_type, reduction, C
@@ -189,10 +239,11 @@ class _Cell(nn.Module):
             for e, (_, src) in enumerate(space.edges)
         )
 
-    def _node(self, node, states, relus, w, active, drop_prob, extra_scale, edge_w=None):
+    def _node(self, node, states, relus, w, active, drop_prob, extra_scale, edge_w=None, pools=None):
         """One node: the sum of its mixed edges. ``edge_w``: optional per-edge weights, (edge scale, extra-op weight)
         tensors of shape (edges,) — PC-DARTS' edge normalization scales a whole edge, bypass included; SurgeNAS
-        weights each edge's auxiliary skip by the edge's total op weight."""
+        weights each edge's auxiliary skip by the edge's total op weight. ``pools``: per source state, the pooled
+        inputs its edges share (``share_pools``; None: every edge pools for itself)."""
         total = None
         scale, extra = edge_w if edge_w is not None else (None, None)
         for e in self.space.node_edges(node):
@@ -205,7 +256,8 @@ class _Cell(nn.Module):
                 if relus[src] is None and any(active[e]):
                     relus[src] = F.relu(states[src])
                 y = self.edges[e](states[src], relus[src], w[e], active[e], extra_scale,
-                                  extra[e] if extra is not None else None)
+                                  extra[e] if extra is not None else None,
+                                  pools.setdefault(src, {}) if pools is not None else None)
             if y is None:
                 continue
             if scale is not None:
@@ -235,9 +287,9 @@ class DartsCell(_Cell):
 
     def forward(self, s0, s1, w, active, drop_prob=0.0, extra_scale=0.0, edge_w=None):
         states = [self.pre0(s0), self.pre1(s1)]
-        relus = [None, None]
+        relus, pools = [None, None], {} if self.share_pools else None
         for node in range(self.space.steps):
-            states.append(self._node(node, states, relus, w, active, drop_prob, extra_scale, edge_w))
+            states.append(self._node(node, states, relus, w, active, drop_prob, extra_scale, edge_w, pools))
             relus.append(None)
         return torch.cat(states[-self.multiplier:], dim=1)
 
@@ -257,10 +309,10 @@ class LhdCell(_Cell):
 
     def forward(self, s0, s1, w, active, sum_w, cat_w, drop_prob=0.0, extra_scale=0.0, edge_w=None):
         states = [self.pre0(s0), self.pre1(s1)]
-        relus = [None, None]
+        relus, pools = [None, None], {} if self.share_pools else None
         raw = []
         for node in range(self.space.steps):
-            s = self._node(node, states, relus, w, active, drop_prob, extra_scale, edge_w)
+            s = self._node(node, states, relus, w, active, drop_prob, extra_scale, edge_w, pools)
             raw.append(s)
             states.append(cat_w[node] * s)
             relus.append(None)
@@ -276,9 +328,9 @@ class Nb201Cell(_Cell):
         self._build_edges(space, "normal", C, False, options)
 
     def forward(self, x, w, active, drop_prob=0.0, extra_scale=0.0, edge_w=None):
-        states, relus = [x], [None]
+        states, relus, pools = [x], [None], {} if self.share_pools else None
         for node in range(self.space.steps):
-            states.append(self._node(node, states, relus, w, active, drop_prob, extra_scale, edge_w))
+            states.append(self._node(node, states, relus, w, active, drop_prob, extra_scale, edge_w, pools))
             relus.append(None)
         return states[-1]
 
@@ -350,28 +402,35 @@ class Supernet(nn.Module):
     channels_last = False
     compiled = "off"  # off | ops
 
-    def configure(self, recompute: str = "none", channels_last: bool = False, compile: str = "off") -> list[str]:
+    def configure(self, recompute: str = "none", channels_last: bool = False, compile: str = "off",
+                  mix_in_bn: bool = False, share_pools: bool = False) -> list[str]:
         """Switch the options that change how, not what, the supernet computes (same logits and gradients to
         float tolerance, tested): ``recompute`` keeps only each mixed edge's (or cell's) inputs for backward and
-        runs it again there; ``channels_last`` stores activations and conv weights NHWC; ``compile='ops'`` compiles
-        each candidate op with torch.compile (the small repeated pieces: a whole supernet step does not compile in
-        reasonable time on a CPU). Returns notes for the user (e.g. compilation unavailable: eager it is)."""
+        runs it again there; ``channels_last`` stores activations and conv weights NHWC; ``compile='ops'``
+        compiles each candidate op with torch.compile (the small repeated pieces: a whole supernet step does not
+        compile in reasonable time on a CPU); ``mix_in_bn`` and ``share_pools``: see ``_mixed_op``. Returns notes
+        for the user (e.g. compilation unavailable: eager it is)."""
         from .errors import unknown
 
-        if recompute not in ("none", "edge", "cell"):
-            raise unknown("recompute", recompute, ("none", "edge", "cell"))
+        if recompute not in RECOMPUTE:
+            raise unknown("recompute", recompute, RECOMPUTE)
         if compile not in ("off", "ops"):
             raise unknown("compile", compile, ("off", "ops"))
         self.recompute, self.channels_last = recompute, channels_last
         for cell in self.cells:
             if isinstance(cell, _Cell):
-                cell.recompute_edges = recompute == "edge"
+                cell.recompute_edges, cell.share_pools = recompute == "edge", share_pools
+                for edge in cell.edges:
+                    edge.mix_in_bn = mix_in_bn
         if channels_last:
             self.to(memory_format=torch.channels_last)
         notes = []
         if compile == "ops" and self.compiled != "ops":
             notes += compile_ops(self)
             self.compiled = "ops" if not notes else "off"
+        if self.compiled == "ops" and (mix_in_bn or share_pools):
+            notes.append("compile=ops compiles whole ops, but with mix_in_bn or share_pools the ops run layer by "
+                         "layer, eagerly; turn those off to run the compiled ops.")
         return notes
 
     def _cell_fn(self):

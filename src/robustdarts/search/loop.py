@@ -90,9 +90,10 @@ class Search:
         self.supernet = Supernet(self.space, cfg.init_channels, cfg.layers, info.num_classes, data.channels,
                                  edge_extra=self.recipe.edge_extra, partial_channels=cfg.partial_channels
                                  ).to(self.device)
-        # How, not what, the supernet computes (config: skip_zero_ops, recompute, channels_last, compile).
+        # How, not what, the supernet computes (config: skip_zero_ops, recompute, channels_last, compile, ...).
         self.supernet.skip_zero_ops = cfg.skip_zero_ops
-        for note in self.supernet.configure(cfg.recompute, cfg.channels_last, cfg.compile):
+        for note in self.supernet.configure(cfg.recompute, cfg.channels_last, cfg.compile, cfg.mix_in_bn,
+                                            cfg.share_pools):
             if console is not None and self.shard.writes:
                 console.print(f"note: {note}", highlight=False, markup=False)
         self.arch = ArchParams(self.space, generator=torch.Generator().manual_seed(cfg.seed),
@@ -171,7 +172,7 @@ class Search:
     def forward(self, x, weights):
         with self.autocast():
             logits = self.supernet(x, weights, drop_prob=self.drop_prob, extra_scale=self.extra_scale)
-        return logits.float()  # the loss in float32 whatever the forward ran in
+        return logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits  # a float32 loss
 
     def autocast(self):
         """The forward's precision: ``amp=bf16`` autocasts the supernet's convolutions and matmuls to bfloat16
@@ -312,7 +313,8 @@ class Search:
             if i % self.shard.world != self.shard.rank:
                 continue  # multi-process: each rank scores every N-th batch, the totals are summed below
             with self.autocast():
-                logits = self.supernet(x, weights).float()
+                logits = self.supernet(x, weights)
+            logits = logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits
             total += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
             n += len(y)

@@ -247,7 +247,7 @@ def main() -> None:
         del pair
 
     print()
-    print(f"{'order':7s} {'variant':12s} {'s':>8s} {'ref s':>8s} {'time':>6s} {'paired':>6s} {'1st s':>7s} | "
+    print(f"{'order':7s} {'variant':22s} {'s':>8s} {'ref s':>8s} {'time':>6s} {'paired':>6s} {'1st s':>7s} | "
           f"{'arch s':>7s} {'ratio':>6s} | {'weight s':>8s} {'ratio':>6s} | {'peak RSS GiB':>12s} {'ref':>7s} "
           f"{'ratio':>6s}")
     for order in orders:
@@ -257,7 +257,7 @@ def main() -> None:
         wstep = {k: median([b - a for a, b in v]) for k, v in t.items()}
         for v in variants:
             paired = median([o[1] / r[1] for o, r in zip(t[v], t["ref"])])
-            line = (f"{order:7s} {v:12s} {step[v]:8.3f} {step['ref']:8.3f} {step[v] / step['ref']:6.2f} "
+            line = (f"{order:7s} {v:22s} {step[v]:8.3f} {step['ref']:8.3f} {step[v] / step['ref']:6.2f} "
                     f"{paired:6.2f} {first.get((v, order), float('nan')):7.2f} | {arch[v]:7.3f} "
                     f"{arch[v] / arch['ref']:6.2f} | {wstep[v]:8.3f} {wstep[v] / wstep['ref']:6.2f} |")
             if mem:

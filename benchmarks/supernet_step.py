@@ -436,13 +436,13 @@ def main() -> None:
     timing = time_alternating(cfg, kinds, args.warmup, steps, variants)
 
     print()
-    print(f"{'weights':9s} {'variant':12s} {'s':>8s} {'ref s':>8s} {'time':>6s} {'paired':>6s} {'1st s':>7s} | "
+    print(f"{'weights':9s} {'variant':22s} {'s':>8s} {'ref s':>8s} {'time':>6s} {'paired':>6s} {'1st s':>7s} | "
           f"{'saved GiB':>9s} {'ratio':>6s} | {'peak RSS GiB':>12s} {'ref':>7s} {'ratio':>6s}")
     for kind in kinds:
         f = timing[kind]["ref"]
         for v in variants:
             o = timing[kind][v]
-            line = (f"{kind:9s} {v:12s} {o['step']:8.3f} {f['step']:8.3f} {o['step'] / f['step']:6.2f} "
+            line = (f"{kind:9s} {v:22s} {o['step']:8.3f} {f['step']:8.3f} {o['step'] / f['step']:6.2f} "
                     f"{o['paired_ratio']:6.2f} {o['first']:7.2f} |")
             if mem:
                 mo, mf = mem[(v, kind)], mem[("ref", kind)]

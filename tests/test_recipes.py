@@ -234,3 +234,29 @@ def test_methods_listing_filters_and_shows_the_effective_recipe():
     assert generic["effective"]["nesterov"] is True and generic["effective_options"]["variant"] == "nb201-10"
     result = CliRunner().invoke(app, ["methods", "--filter", "nothing-*"])
     assert result.exit_code != 0
+
+
+@pytest.mark.parametrize("method,option,value,allowed", [
+    ("lambda-darts", "lambda", -0.1, ">= 0"), ("gdas", "tau_end", 0.0, "> 0"), ("sdarts-adv", "attack_steps", 0, ">= 1"),
+    ("small-temp-entropy", "decay_strength", -1.0, "> 0"), ("darts-ada", "values", [3e-4, -1.0], ">= 0"),
+    ("pc-darts", "arch_warmup", -1, ">= 0"), ("drnas", "kl_prior", 0.0, "> 0")])
+def test_method_options_out_of_range_are_one_sentence_before_a_run(method, option, value, allowed, tmp_path):
+    """An option outside its range (a negative λ, a zero temperature) is refused with the option, the value and
+    the range, when the config is resolved; in range the same option resolves."""
+    from robustdarts.errors import RobustDartsError
+    with pytest.raises(RobustDartsError, match=f"option '{option}' is .*must be {allowed}"):
+        search_config({"method": method, "space": "s2", "method_options": {option: value}})
+    res = CliRunner().invoke(app, ["search", "--method", method, "--space", "s2", "--preset", "tiny", "--dry-run",
+                                   "--out", str(tmp_path / "run"), "--set", f"method.{option}={value}"])
+    assert isinstance(res.exception, RobustDartsError) and "must be" in str(res.exception)
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_presets_own_options_are_within_their_ranges():
+    for name, preset in PRESETS.items():
+        for kind in ("darts", "s1s4", "lhd", "nb201"):
+            space = {"darts": "darts", "s1s4": "s2", "lhd": "lhd", "nb201": "nb201"}[kind]
+            try:
+                make_recipe(search_config({"method": name, "space": space}))
+            except Exception as err:  # a preset not offered on a space says so in words, never by a range
+                assert "must be" not in str(err), (name, space, err)

@@ -12,11 +12,13 @@ DARTS (row 1) are in ``darts.py``; SP-DARTS (row 9) in ``sparse.py``; DARTS- and
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch.distributions import Dirichlet, kl_divergence
 
+from ..config import AT_LEAST_0, POSITIVE, Range
 from ..devices import make_generator
 from ..errors import unknown
 from ..relax import drnas_weights, gdas_weights, per_group
@@ -52,6 +54,8 @@ class _Sampling(Darts):
 
 @dataclass(frozen=True)
 class GdasOptions:
+    RANGES: ClassVar[dict[str, Range]] = {"tau_start": POSITIVE, "tau_end": POSITIVE}
+
     tau_start: float = 10.0
     tau_end: float = 0.1
     straight_through: str = "sampled"  # sampled | all
@@ -94,6 +98,8 @@ class Gdas(_Sampling):
 
 @dataclass(frozen=True)
 class DrNasOptions:
+    RANGES: ClassVar[dict[str, Range]] = {"kl_weight": AT_LEAST_0, "kl_prior": POSITIVE}
+
     kl_weight: float = 0.0
     kl_prior: float = 1.0
     sigmoid_cat: bool = False
@@ -178,6 +184,8 @@ def node_softmax(space, logits: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class PcDartsOptions:
+    RANGES: ClassVar[dict[str, Range]] = {"arch_warmup": AT_LEAST_0}
+
     edge_norm: bool = True  # per-edge β, softmaxed over each node's inputs, scaling the whole edge
     arch_warmup: int = 15  # epochs of weight training before the first arch step
 

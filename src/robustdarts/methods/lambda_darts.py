@@ -37,11 +37,12 @@ shipped run_search.sh (S4/SVHN) uses λ = 0.25, ε₀ = 1e-3 with batch 96.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from ..config import AT_LEAST_0, POSITIVE, Range
 from ..errors import RobustDartsError, unknown
 from ..preserve import preserved
 from ..schedules import LinearRamp
@@ -142,6 +143,8 @@ def lambda_weight_backward(supernet, forward, x, y, weights: dict, *, cells: Seq
 
 @dataclass(frozen=True)
 class LambdaDartsOptions:
+    RANGES: ClassVar[dict[str, Range]] = {"lambda_": AT_LEAST_0, "epsilon_0": POSITIVE, "floor": POSITIVE}
+
     reg: str = "corr"  # corr | signcorr
     # λ of the ramp λ_t = λ·e/(E − 1) ("lambda" is a Python keyword; --set method.lambda_=...)
     lambda_: float = 0.125

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import ClassVar
 
+from ..config import AT_LEAST_0, Range
 from ..errors import RobustDartsError, unknown
 from ..search.early_stop import RULES, AdaSchedule, EarlyStop
 from .darts import RobustDarts
@@ -95,6 +97,8 @@ class DartsES(RobustDarts):
 
 @dataclass(frozen=True)
 class AdaOptions(EarlyStopOptions):
+    RANGES: ClassVar[dict[str, Range]] = {"values": AT_LEAST_0}
+
     regularizer: str = "l2"  # l2 | dp
     values: tuple[float, ...] | None = None  # the ladder; None: 3e-4, 3e-3, 3e-2 (l2) or DP_GRID (dp)
 

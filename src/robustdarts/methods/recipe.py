@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import coerce_field
+from ..config import Range, coerce_field
 from ..discretize import derive
 from ..errors import RobustDartsError, unknown
 from ..relax import detached, mixing_weights
@@ -210,6 +210,15 @@ def make_options(options_cls: type, values: Mapping[str, Any], method: str):
                                f"{', '.join(fields) or 'none'}.")
     typed = {fields[k]: coerce_field(options_cls, fields[k], v, what=f"method {method!r} option")
              for k, v in values.items()}
+    ranges: Mapping[str, Range] = getattr(options_cls, "RANGES", {})
+    for name, value in typed.items():
+        allowed = ranges.get(name)
+        numbers = value if isinstance(value, tuple) else (value,)
+        bad = [x for x in numbers if isinstance(x, (int, float)) and not isinstance(x, bool) and x not in allowed] \
+            if allowed is not None else []
+        if bad:
+            raise RobustDartsError(f"method {method!r} option {option_name(name)!r} is {bad[0]!r}, but must be "
+                                   f"{allowed}.")
     return options_cls(**typed)
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
 
+from ..config import AT_LEAST_0, Range
 from ..errors import RobustDartsError
 from ..spaces.ops import FactorizedReduce
 from .darts import Darts
@@ -24,6 +26,8 @@ def auxiliary_skip(C: int, stride: int) -> nn.Module:
 
 @dataclass(frozen=True)
 class DartsMinusOptions:
+    RANGES: ClassVar[dict[str, Range]] = {"skip_beta": AT_LEAST_0}
+
     skip_beta: float = 1.0
 
 
@@ -78,6 +82,8 @@ def beta_regularizer(space, alphas, betas) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class BetaDartsOptions:
+    RANGES: ClassVar[dict[str, Range]] = {"lambda_start": AT_LEAST_0, "lambda_per_epoch": AT_LEAST_0}
+
     lambda_start: float = 0.0
     lambda_per_epoch: float = 0.5
 

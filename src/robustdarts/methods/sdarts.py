@@ -18,10 +18,12 @@ perturbed (the sum-output softmax and the concat gates are left as they are; SDA
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
+from ..config import AT_LEAST_0, AT_LEAST_1, Range
 from ..errors import unknown
 from ..relax import per_group, project_linf, sdarts_rs_perturb, simplex_clip
 from ..schedules import SdartsEpsilon
@@ -70,6 +72,8 @@ def pgd_attack(supernet, forward, space, x, y, weights: dict, eps: float, steps:
 
 @dataclass(frozen=True)
 class SdartsOptions:
+    RANGES: ClassVar[dict[str, Range]] = {"epsilon_min": AT_LEAST_0, "epsilon_max": AT_LEAST_0, "attack_steps": AT_LEAST_1}
+
     epsilon_min: float = 0.03
     epsilon_max: float = 0.3
     attack: str = "random"  # random (SDARTS-RS) | pgd (SDARTS-ADV)

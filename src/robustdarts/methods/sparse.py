@@ -37,9 +37,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
+from ..config import AT_LEAST_0, POSITIVE, Range
 from ..devices import make_generator
 from ..errors import RobustDartsError, unknown
 from ..relax import mixing_weights, per_group, sparse_mixing_weights
@@ -99,6 +101,8 @@ class TemperedOptions:
     """``surrogate``: PCDEDD surrogate gradient in the arch step; ``surrogate_cells``: "all" or "normal" (the
     reference's choice); ``noise_std``: N(0, σ²) on α/τ in the arch and weight steps, drawn from the method's own
     generator; ``derive_tau``: τ of the derivation (None = the family's)."""
+
+    RANGES: ClassVar[dict[str, Range]] = {"noise_std": AT_LEAST_0, "derive_tau": POSITIVE}
 
     surrogate: bool = False
     surrogate_cells: str = "all"
@@ -234,6 +238,10 @@ SCHEDULES = ("exp", "cyclic", "entropy")
 
 @dataclass(frozen=True)
 class SmallTempOptions(TemperedOptions):
+    RANGES: ClassVar[dict[str, Range]] = {**TemperedOptions.RANGES, "tau_start": POSITIVE, "tau_end": POSITIVE,
+                                                "decay_strength": POSITIVE, "gain": POSITIVE, "late_gain": POSITIVE,
+                                                "warmup": AT_LEAST_0}
+
     surrogate: bool = True
     derive_tau: float | None = 1e-3
     schedule: str = "exp"  # exp | cyclic | entropy

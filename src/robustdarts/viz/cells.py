@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..atomic import atomic_write
 from ..errors import RobustDartsError
 
 # One colour per op across every space (ColorBrewer Set2/Dark2-like): the same op looks the same in every cell.
@@ -243,14 +244,16 @@ def render_cells(genotype):
 
 
 def draw_genotype(genotype, path: str | Path) -> Path:
-    """Draw every cell of ``genotype`` into one PNG or SVG file."""
+    """Draw every cell of ``genotype`` into one PNG or SVG file, written atomically (an interrupted drawing leaves
+    the previous file, never a truncated one)."""
     path = Path(path)
     if path.suffix not in (".png", ".svg"):
         raise RobustDartsError(f"cannot draw to {path.name!r}: the file must end in .png or .svg.")
-    path.parent.mkdir(parents=True, exist_ok=True)
     import matplotlib.pyplot as plt
 
     fig, _, _ = render_cells(genotype)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, dpi=150, format=path.suffix[1:]))
+    finally:
+        plt.close(fig)
     return path

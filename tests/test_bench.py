@@ -408,9 +408,10 @@ def test_report_formats(tiny_run, tmp_path):
     assert "## Average rank" in table and "## Every cell and condition" in table
     with Store(out) as store:
         html = write(store, "html", tmp_path / "r.html")
-        assert html.count("data:image/png;base64,") == 3 and "src='http" not in html and "<table>" in html
+        assert html.count("data:image/png;base64,") == 4 and "src='http" not in html and "<table>" in html
         md = write(store, "md", tmp_path / "r.md")
         assert (tmp_path / "r-curves.png").stat().st_size > 1000 and "](r-curves.png)" in md
+        assert (tmp_path / "r-accuracy_skips.png").stat().st_size > 1000 and "](r-accuracy_skips.png)" in md
         assert md.startswith(table.split("![")[0].rstrip("\n"))  # the same tables as on stdout
         rows = write(store, "csv", None).splitlines()
         assert len(rows) == 9 and rows[0].startswith("cell_id,unit_id,method")

@@ -220,7 +220,8 @@ def sections(report: dict) -> list[Section]:
 
 # ---- plots -----------------------------------------------------------------------------------------------------
 def plots(report: dict) -> dict[str, bytes]:
-    """PNG bytes by name: curves (λ_max and skip count per epoch per method), accuracy vs parameters, ranks."""
+    """PNG bytes by name: curves (λ_max and skip count per epoch per method), accuracy vs parameters, accuracy vs
+    the derived normal cell's skip count, ranks."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -276,6 +277,23 @@ def plots(report: dict) -> dict[str, bytes]:
         ax.legend(fontsize=7)
         fig.tight_layout()
         out["accuracy_params"] = _png(fig, plt)
+    by_skips = [e for e in shown if e["test_acc"] is not None and e["genotype_skip_normal"] is not None]
+    if by_skips:  # RobustDARTS' question: do the skip-heavy (collapsed) genotypes train worse from scratch?
+        fig, ax = plt.subplots(figsize=(6.5, 4.5))
+        present = [m for m in methods if any(method_key(e) == m for e in by_skips)]
+        for i, m in enumerate(present):  # methods side by side within a skip count: equal counts stay visible
+            offset = 0.5 * (i / (len(present) - 1) - 0.5) if len(present) > 1 else 0.0
+            mine = [e for e in by_skips if method_key(e) == m]
+            ax.scatter([e["genotype_skip_normal"] + offset for e in mine], [100 * e["test_acc"] for e in mine],
+                       color=color[m], label=m, s=18, alpha=0.8)
+        counts = [e["genotype_skip_normal"] for e in by_skips]
+        ax.set_xticks(range(min(counts), max(counts) + 1))
+        ax.set(xlim=(min(counts) - 0.5, max(counts) + 0.5), xlabel="skip connections in the derived normal cell",
+               ylabel="test accuracy (%)", title="trained from scratch: accuracy vs skip count")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        out["accuracy_skips"] = _png(fig, plt)
     groups, table, average = report["_groups"], report["_rank_table"], report["ranks"]["average"]
     if average:
         order = sorted(average, key=lambda m: (average[m], m))

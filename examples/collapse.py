@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 from robustdarts.bench import Store, load_grid, make_plan
 from robustdarts.bench.backends import run_grid
+from robustdarts.bench.live import LiveView
 from robustdarts.bench.report import write
 
 
@@ -51,8 +53,11 @@ def main() -> None:
     p.add_argument("--report", default="docs/collapse-report.md")
     args = p.parse_args()
 
-    summary = run_grid(make_plan(collapse_grid(args.seeds, args.methods, args.select)), args.out,
-                       workers=args.workers, threads=1)
+    plan = make_plan(collapse_grid(args.seeds, args.methods, args.select))
+    with LiveView(plan, Path(args.out), args.workers) as view:  # the live view of `robustdarts bench run`
+        summary = run_grid(plan, args.out, workers=args.workers, threads=1, monitor=view)
+    if not sys.stdout.isatty():  # off a terminal the live view's last frame ends without a newline
+        print()
     print(f"{summary.done} cells done, {summary.failed} failed, {summary.skipped_done} already done")
     with Store(args.out) as store:
         print(write(store, "md", Path(args.report)))

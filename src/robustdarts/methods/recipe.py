@@ -201,8 +201,9 @@ def option_name(field_name: str) -> str:
 
 
 def make_options(options_cls: type, values: Mapping[str, Any], method: str):
-    """An instance of a family's options dataclass from plain values, each coerced to its declared type; an
-    unknown option is one sentence naming the method's options."""
+    """An instance of a family's options dataclass from plain values, each coerced to its declared type and
+    checked against the class's ``RANGES`` (option → ``config.Range``); an unknown option or a value out of range
+    is one sentence naming it."""
     fields = {option_name(f.name): f.name for f in dataclasses.fields(options_cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
@@ -213,12 +214,10 @@ def make_options(options_cls: type, values: Mapping[str, Any], method: str):
     ranges: Mapping[str, Range] = getattr(options_cls, "RANGES", {})
     for name, value in typed.items():
         allowed = ranges.get(name)
-        numbers = value if isinstance(value, tuple) else (value,)
-        bad = [x for x in numbers if isinstance(x, (int, float)) and not isinstance(x, bool) and x not in allowed] \
-            if allowed is not None else []
-        if bad:
-            raise RobustDartsError(f"method {method!r} option {option_name(name)!r} is {bad[0]!r}, but must be "
-                                   f"{allowed}.")
+        for x in value if isinstance(value, tuple) else (value,):  # a ladder of values: each one
+            if allowed is not None and isinstance(x, (int, float)) and not isinstance(x, bool) and x not in allowed:
+                raise RobustDartsError(f"method {method!r} option {option_name(name)!r} is {x!r}, but must be "
+                                       f"{allowed}.")
     return options_cls(**typed)
 
 

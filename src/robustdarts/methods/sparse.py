@@ -239,8 +239,8 @@ SCHEDULES = ("exp", "cyclic", "entropy")
 @dataclass(frozen=True)
 class SmallTempOptions(TemperedOptions):
     RANGES: ClassVar[dict[str, Range]] = {**TemperedOptions.RANGES, "tau_start": POSITIVE, "tau_end": POSITIVE,
-                                                "decay_strength": POSITIVE, "gain": POSITIVE, "late_gain": POSITIVE,
-                                                "warmup": AT_LEAST_0}
+                                          "decay_strength": POSITIVE, "gain": POSITIVE, "late_gain": POSITIVE,
+                                          "warmup": AT_LEAST_0}
 
     surrogate: bool = True
     derive_tau: float | None = 1e-3

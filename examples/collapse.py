@@ -60,6 +60,10 @@ def main() -> None:
         print()
     print(f"{summary.done} cells done, {summary.failed} failed, {summary.skipped_done} already done")
     with Store(args.out) as store:
+        # A run registers the plan it ran, which status and report read; put the whole study back, so that a cut
+        # (--seeds, --methods) reports its cells beside the others (done or pending), never alone.
+        whole = make_plan(collapse_grid(select=args.select))
+        store.register(whole.grid.to_dict(), whole.cells)
         print(write(store, "md", Path(args.report)))
 
 

@@ -39,6 +39,12 @@ HESSIAN_RELAXATIONS = ("softmax", "method")
 VAL_BATCH_MODES = ("first", "second", "mixed")  # arch-gradient modes that read a validation batch
 
 
+def _loss_precision(logits: torch.Tensor) -> torch.Tensor:
+    """Half-precision logits (amp) upcast to float32 for the loss; float32 and float64 ones as they are (the
+    float64 second-order checks stay exact)."""
+    return logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits
+
+
 def mean_entropy(weights: torch.Tensor) -> float:
     """Mean over edges of the entropy (nats) of each edge's mixing distribution."""
     p = weights.clamp_min(1e-12)
@@ -172,7 +178,7 @@ class Search:
     def forward(self, x, weights):
         with self.autocast():
             logits = self.supernet(x, weights, drop_prob=self.drop_prob, extra_scale=self.extra_scale)
-        return logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits  # a float32 loss
+        return _loss_precision(logits)
 
     def autocast(self):
         """The forward's precision: ``amp=bf16`` autocasts the supernet's convolutions and matmuls to bfloat16
@@ -313,8 +319,7 @@ class Search:
             if i % self.shard.world != self.shard.rank:
                 continue  # multi-process: each rank scores every N-th batch, the totals are summed below
             with self.autocast():
-                logits = self.supernet(x, weights)
-            logits = logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits
+                logits = _loss_precision(self.supernet(x, weights))
             total += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
             n += len(y)

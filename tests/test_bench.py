@@ -16,6 +16,7 @@ import yaml
 
 from robustdarts.bench import Store, expand, grid_from_dict, load_grid, make_plan
 from robustdarts.bench.grid import SelectRule, grid_size, preset_names
+from robustdarts.runs import environment
 from robustdarts.bench.select import apply_rule, compared
 from robustdarts.errors import RobustDartsError
 
@@ -417,6 +418,10 @@ def test_report_formats(tiny_run, tmp_path):
         assert len(rows) == 9 and rows[0].startswith("cell_id,unit_id,method")
         data = json.loads(write(store, "json", None))
     assert data["cells"]["done"] == 4 and len(data["summary"]) == 4 and len(data["entries"]) == 8
+    # The numerics every finished cell ran under, counted once per cell (not per condition), as this process.
+    here = {k: v for k, v in environment().items() if k in ("torch", "cpu_capability", "cpu")}
+    assert [{k: e[k] for k in here} for e in data["environments"]] == [here]
+    assert data["environments"][0]["cells"] == 4 and "## Environment" in table
     assert (tmp_path / "r.html").read_text() == html
 
 

@@ -2,6 +2,7 @@
 
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from robustdarts.config import SearchConfig, build
 from robustdarts.errors import RobustDartsError
 from robustdarts.relax import arch_weights
 from conftest import tiny_config
-from robustdarts.runs import RunDir, load_tensors
+from robustdarts.runs import RunDir, load_tensors, numerics_drift
 from robustdarts.search import architect
 from robustdarts.search.loop import Search
 from robustdarts.supernet import Supernet
@@ -110,6 +111,33 @@ def test_resume_gives_exactly_the_uninterrupted_result(tmp_path, order):
     # Resuming a finished run does no work and still hands back the run's genotype.
     again = Search.resume(tmp_path / "full", progress=False)
     assert again.epoch == 3 and again.run() == full.genotype
+
+
+def test_resume_under_other_numerics_warns_and_records_each_session(tmp_path):
+    """On CPU a run is bit-exact only under the torch version, thread count and kernel ISA it started with; a resume
+    that changes one says so in one sentence and environment.json keeps every session's environment."""
+    cut = Search(tiny_cfg(), tmp_path / "cut", progress=False)
+    cut.run(stop_after=0)
+    env_path = tmp_path / "cut" / "environment.json"
+    env = json.loads(env_path.read_text())
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and env["threads"] == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same numerics: no warning
+        Search.resume(tmp_path / "cut", progress=False)
+    env = json.loads(env_path.read_text())
+    assert [s["threads"] for s in env["resumed"]] == [1]
+    env["cpu_capability"] = "AVX2" if env["cpu_capability"] != "AVX2" else "AVX512"  # as if started elsewhere
+    env_path.write_text(json.dumps(env))
+    torch.set_num_threads(2)
+    try:
+        with pytest.warns(UserWarning, match=r"different numerics .*cpu_capability .*threads 1 → 2"):
+            Search.resume(tmp_path / "cut", progress=False)
+    finally:
+        torch.set_num_threads(1)
+    sessions = json.loads(env_path.read_text())["resumed"]
+    assert [s["threads"] for s in sessions] == [1, 2] and sessions[-1]["cpu_capability"] != env["cpu_capability"]
+    assert numerics_drift(env, {**env, "threads": 4}) == {"threads": (1, 4)}
+    assert numerics_drift({"torch": env["torch"]}, {**env, "threads": 4}) == {}  # a record without the key
 
 
 def test_run_directory_holds_every_artefact(tmp_path):

@@ -87,6 +87,7 @@ class Train:
         run.lock("train")
         run.remove_temp_files()
         run.truncate_metrics(train.epoch)
+        run.record_resume(cfg.device)
         return train
 
     def train_epoch(self, progress=None, task=None) -> dict:

@@ -61,7 +61,7 @@ def entries(store: Store) -> list[dict]:
             "conv_share_normal": extras.get("conv_share_normal"), "params": r["params"],
             "params_with_aux": r["params_with_aux"], "search_seconds": r["search_seconds"],
             "train_seconds": r["train_seconds"], "run_dir": r["run_dir"], "train_dir": r["train_dir"],
-            "curves": r.get("curves") or {}, "genotype": r.get("genotype")})
+            "curves": r.get("curves") or {}, "genotype": r.get("genotype"), "environment": r.get("environment")})
     return out
 
 
@@ -115,6 +115,22 @@ def ranks(summary: list[dict]) -> tuple[list[tuple], dict[str, dict[tuple, float
     return groups, table, average
 
 
+def environments(all_entries: list[dict]) -> list[dict]:
+    """The numerics the finished cells ran under (torch, kernel ISA, threads, CPU), each with its cell count: on CPU
+    a cell is bit-exact only under the same three (runs.environment), so a report says which produced its numbers."""
+    counts: dict[tuple, int] = {}
+    seen = set()
+    for e in all_entries:
+        env = e.get("environment")
+        if e["status"] != "done" or not env or e["cell_id"] in seen:
+            continue
+        seen.add(e["cell_id"])
+        key = tuple(env.get(k) for k in ("torch", "cpu_capability", "threads", "cpu"))
+        counts[key] = counts.get(key, 0) + 1
+    return [{"torch": k[0], "cpu_capability": k[1], "threads": k[2], "cpu": k[3], "cells": n}
+            for k, n in counts.items()]
+
+
 def build(store: Store) -> dict:
     """Everything the report shows, as plain data (the JSON format is this)."""
     grid = grid_from_dict(store.meta("grid"), "the stored grid")
@@ -130,7 +146,9 @@ def build(store: Store) -> dict:
             "selections": [{k: s[k] for k in ("method", "space", "dataset", "condition", "seed", "selected",
                                                "selected_by", "k", "candidates", "test_acc", "valid_acc",
                                                "supernet_val_acc")} for s in selections],
-            "entries": [{k: v for k, v in e.items() if k not in ("curves", "genotype")} for e in all_entries],
+            "environments": environments(all_entries),
+            "entries": [{k: v for k, v in e.items() if k not in ("curves", "genotype", "environment")}
+                        for e in all_entries],
             "_shown": shown, "_all": all_entries, "_groups": groups, "_rank_table": rank_table}
 
 
@@ -211,6 +229,13 @@ def sections(report: dict) -> list[Section]:
                        ["method", "seed", "space", "dataset", "condition", "status", "skips", "λ_max (one batch)",
                         "λ_max (N)", "conv share", "supernet val (%)", "held out (%)", "test (%)", "params (M)"],
                        rows))
+    if report["environments"]:
+        out.append(Section("Environment", "the numerics the finished cells ran under: on CPU a cell is bit-exact "
+                                          "only under the same torch, thread count and kernel ISA",
+                           ["torch", "CPU kernels", "threads", "CPU", "cells"],
+                           [[str(v.get("torch") or "not recorded"), str(v.get("cpu_capability") or "not recorded"),
+                             _num(v.get("threads")), str(v.get("cpu") or "not recorded"), str(v["cells"])]
+                            for v in report["environments"]]))
     failures = [[e["method"], str(e["seed"]), e["space"], e["dataset"], e["condition"], e["error"] or "–"]
                 for e in report["_all"] if e["status"] == "failed"]
     if failures:

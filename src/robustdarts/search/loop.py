@@ -147,6 +147,7 @@ class Search:
             run.lock("search")
             run.remove_temp_files()
             run.truncate_metrics(search.epoch)
+            run.record_resume(cfg.device)
         return search
 
     def state(self) -> dict:

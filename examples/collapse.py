@@ -60,8 +60,9 @@ def main() -> None:
         print()
     print(f"{summary.done} cells done, {summary.failed} failed, {summary.skipped_done} already done")
     with Store(args.out) as store:
-        # A run registers the plan it ran, which status and report read; put the whole study back, so that a cut
-        # (--seeds, --methods) reports its cells beside the others (done or pending), never alone.
+        # Register the whole study (a no-op after a full run): a cut (--seeds, --methods) into a store that held no
+        # plan yet registered itself, and --select changes the grid's selection rule; the report then shows every
+        # cell, done or pending, under the selection asked for.
         whole = make_plan(collapse_grid(select=args.select))
         store.register(whole.grid.to_dict(), whole.cells)
         print(write(store, "md", Path(args.report)))

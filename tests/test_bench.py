@@ -2,6 +2,7 @@
 a tiny grid on Fashion-MNIST end to end (local processes; SIGKILL mid-grid and rerun; Ray where installed), the
 report's numbers against the cells' own metrics."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import yaml
 from robustdarts.bench import Store, expand, grid_from_dict, load_grid, make_plan
 from robustdarts.bench.grid import SelectRule, grid_size, preset_names
 from robustdarts.runs import environment
+from robustdarts.bench.report import summarize
 from robustdarts.bench.select import apply_rule, compared
 from robustdarts.errors import RobustDartsError
 
@@ -191,6 +193,15 @@ def test_selection_per_seed_ties_to_the_earlier_cell_and_incomplete_groups_selec
                _entry("l2", 3, "a", 0.7, position=2), _entry("l2", 3, "b", None, position=3, status="failed")]
     [selected] = apply_rule(entries, rule)
     assert selected["seed"] == 2 and selected["selected"] == "l2 [a]"
+    # The comparison still counts seed 3's selection as planned: a stand-in without numbers, failed like its group.
+    shown, selections = compared(entries + [_entry("l2", 4, "a", 0.7, position=4, status="running"),
+                                            _entry("l2", 4, "b", 0.7, position=5, status="pending")], [rule])
+    assert [(e["seed"], e["status"], e["valid_acc"]) for e in shown] == [(2, "done", 0.8), (3, "failed", None),
+                                                                         (4, "running", None)]
+    assert len(selections) == 1 and {e["method"] for e in shown} == {"l2"}
+    numbers = ("skip_normal", "genotype_skip_normal", "eigenvalue", "eigenvalue_settled", "params")
+    [row] = summarize([{**dict.fromkeys(numbers), **e} for e in shown])
+    assert (row["n"], row["planned"]) == (1, 3)
     best = apply_rule([_entry("darts", s, valid=v, test=t, position=s) for s, v, t in
                        ((0, 0.5, 0.9), (1, 0.7, 0.6), (2, 0.6, 0.8))], SelectRule("best", ("darts",), over="seeds"))
     assert [(b["selected"], b["test_acc"], b["k"]) for b in best] == [("seed 1", 0.6, 3)]
@@ -227,6 +238,24 @@ def test_store_is_wal_versioned_and_takes_many_writers_at_once(tmp_path):
         Store(tmp_path)
     with pytest.raises(RobustDartsError, match="holds no benchmark results"):
         Store(tmp_path / "elsewhere")
+
+
+def test_running_a_part_of_a_registered_plan_keeps_the_whole_plan(tmp_path):
+    """A cut (fewer seeds: the same cells) leaves status and report on the whole study; the whole grid again, or an
+    edited one (another training: other conditions), is registered as the plan."""
+    whole = make_plan(load_grid("collapse-cpu"))
+    cut = make_plan(dataclasses.replace(whole.grid, seeds=(3,)))
+    with Store(tmp_path, create=True) as store:
+        assert store.register(whole.grid.to_dict(), whole.cells) is False
+        plan = store.plan()
+        assert len(plan) == 15 and {c.cell_id for c in cut.cells} < {cell for cell, _ in plan}
+        assert store.register(cut.grid.to_dict(), cut.cells) is True
+        assert store.plan() == plan and store.meta("grid")["seeds"] == [2, 3, 4]
+        assert store.register(whole.grid.to_dict(), whole.cells) is False and store.plan() == plan
+        edited = make_plan(dataclasses.replace(cut.grid, train={**cut.grid.train, "epochs": 5}))
+        assert [c.cell_id for c in edited.cells] == [c.cell_id for c in cut.cells]  # the same searches
+        assert store.register(edited.grid.to_dict(), edited.cells) is False  # trained otherwise: a new plan
+        assert [cell for cell, _ in store.plan()] == [c.cell_id for c in cut.cells]
 
 
 def test_lhd_conditions_derive_and_train_under_the_lhd_evaluation_recipe(tmp_path):

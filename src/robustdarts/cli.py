@@ -570,6 +570,9 @@ def bench_run(
                       f"skipped {summary.skipped_done} finished and {summary.skipped_failed} failed before "
                       f"(--retry-failed reruns those); {summary.seconds:.0f} s. Report: robustdarts bench report "
                       f"{out}", highlight=False)
+        if summary.part_of:
+            console.print(f"These {summary.cells} cells are a part of the {summary.part_of}-cell plan registered in "
+                          f"{out}; its status and report keep the whole plan.", highlight=False)
         for cell, reason in summary.failures.items():
             err_console.print(f"[red]failed[/] {cell}: {escape(reason or '')}", highlight=False)
     if summary.failed:

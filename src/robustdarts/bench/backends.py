@@ -44,6 +44,7 @@ class RunSummary:
     skipped_done: int = 0
     skipped_failed: int = 0
     busy: int = 0
+    part_of: int | None = None  # the registered plan's cell count when this grid ran a part of it
     seconds: float = 0.0
     failures: dict[str, str] = field(default_factory=dict)
 
@@ -83,10 +84,10 @@ def run_grid(plan: Plan, out: str | Path, backend: str = "local", workers: int |
     out = Path(out)
     started = time.time()
     with Store(out, create=True) as store:
-        store.register(plan.grid.to_dict(), plan.cells)
+        part = store.register(plan.grid.to_dict(), plan.cells)
         store.set_meta("environment", environment())
         status = store.cell_status()
-        summary = RunSummary(str(out), plan.grid.name, len(plan.cells))
+        summary = RunSummary(str(out), plan.grid.name, len(plan.cells), part_of=len(store.plan()) if part else None)
         stored = {c["cell_id"]: c["run_dir"] for c in store.cells()}
         todo = []
         for c in plan.cells:

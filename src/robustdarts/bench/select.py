@@ -26,15 +26,8 @@ def apply_rule(entries: list[dict], rule: SelectRule) -> list[dict]:
     ``selected`` (the winner), ``selected_by`` and ``candidates`` ({candidate: score}); ties go to the earlier cell
     of the grid."""
     score = SCORES[rule.by]
-    groups: dict[tuple, list[dict]] = {}
-    for e in entries:
-        if e["method"] not in rule.from_:
-            continue
-        key = (e["space"], e["dataset"], e["condition"]) + \
-            ((e["seed"],) if rule.over == "variants" else (e["method"], e["variant"]))
-        groups.setdefault(key, []).append(e)
     selected = []
-    for group in groups.values():
+    for group in _groups(entries, rule).values():
         if any(e["status"] != "done" or e.get(score) is None for e in group):
             continue
         best = max(group, key=lambda e: (e[score], -e["position"]))
@@ -44,6 +37,36 @@ def apply_rule(entries: list[dict], rule: SelectRule) -> list[dict]:
                          "selected": label(best), "selected_by": rule.by, "k": len(group),
                          "candidates": {label(e): e[score] for e in group}})
     return selected
+
+
+def _groups(entries: list[dict], rule: SelectRule) -> dict[tuple, list[dict]]:
+    """The candidates of each selection ``rule`` makes: per seed among its variants, or per method among seeds."""
+    groups: dict[tuple, list[dict]] = {}
+    for e in entries:
+        if e["method"] in rule.from_:
+            key = (e["space"], e["dataset"], e["condition"]) + \
+                ((e["seed"],) if rule.over == "variants" else (e["method"], e["variant"]))
+            groups.setdefault(key, []).append(e)
+    return groups
+
+
+def unselected(entries: list[dict], rule: SelectRule) -> list[dict]:
+    """A stand-in for each selection ``rule`` cannot make yet (a candidate unfinished or unscored), with no numbers
+    and the group's status (failed if a candidate failed, else running if one runs, else pending), so that a
+    comparison counts it as planned ("1 of 3") instead of forgetting it."""
+    score, out = SCORES[rule.by], []
+    numbers = ("test_acc", "valid_acc", "supernet_val_acc", "skip_normal", "genotype_skip_normal", "eigenvalue",
+               "eigenvalue_settled", "conv_share_normal", "params", "params_with_aux")
+    for group in _groups(entries, rule).values():
+        if all(e["status"] == "done" and e.get(score) is not None for e in group):
+            continue
+        statuses = {e["status"] for e in group}
+        status = next((s for s in ("failed", "running", "pending") if s in statuses), "pending")
+        first = group[0]
+        out.append({**first, **dict.fromkeys(numbers), "method": rule.name, "status": status, "curves": {},
+                    "genotype": None, "variant": "" if rule.over == "variants" else first["variant"],
+                    "seed": first["seed"] if rule.over == "variants" else None})
+    return out
 
 
 def consumed_by(rule: SelectRule, entries: list[dict]) -> set[tuple[str, str]]:
@@ -60,8 +83,10 @@ def compared(entries: list[dict], rules: tuple[SelectRule, ...] | list[SelectRul
     selections, the selections alone)."""
     selections: list[dict] = []
     consumed: set[tuple[str, str]] = set()
+    waiting: list[dict] = []
     for rule in rules:
         selections += apply_rule(entries, rule)
+        waiting += unselected(entries, rule)
         consumed |= consumed_by(rule, entries)
     kept: list[Any] = [e for e in entries if (e["method"], e["variant"]) not in consumed]
-    return kept + selections, selections
+    return kept + selections + waiting, selections

@@ -135,9 +135,14 @@ class Store:
         return default if row is None else json.loads(row["value"])
 
     # ---- the plan -----------------------------------------------------------------------------------------------
-    def register(self, grid: dict, cells: list) -> None:
+    def register(self, grid: dict, cells: list) -> bool:
         """Record the grid and its cells: new cells and conditions as pending, known ones kept as they are (a rerun
-        skips what is done). The plan (cell ids and condition labels) is what status and report read."""
+        skips what is done). The plan (cell ids and condition labels) is what status and report read. A strict part
+        of the registered plan (fewer cells, each with its conditions as planned) leaves the plan and its grid as
+        they are, so that running a part of a study never narrows its status and report; returns whether it was
+        such a part. Anything else (the whole plan again, an edited grid) is registered as the plan."""
+        if len(cells) < len(self.plan()) and self.is_cut(cells):
+            return True
         with self.transaction() as db:
             db.execute("INSERT OR REPLACE INTO meta VALUES ('grid', ?)", (json.dumps(grid),))
             db.execute("INSERT OR REPLACE INTO meta VALUES ('plan', ?)",
@@ -166,6 +171,17 @@ class Store:
                                     None if k.train is None else json.dumps(k.train)))
                         db.execute("UPDATE cells SET status = 'pending' WHERE cell_id = ? AND status = 'done'",
                                    (c.cell_id,))
+        return False
+
+    def is_cut(self, cells: list) -> bool:
+        """Whether ``cells`` is a part of the registered plan: each cell planned with the same condition labels,
+        each condition with the same unit (derivation and training)."""
+        planned = dict((cell, tuple(labels)) for cell, labels in self.plan())
+        if not planned or any(planned.get(c.cell_id) != tuple(k.label for k in c.conditions) for c in cells):
+            return False
+        units = {(r["cell_id"], r["condition"]): r["unit_id"]
+                 for r in self._conn.execute("SELECT cell_id, condition, unit_id FROM results")}
+        return all(units.get((c.cell_id, k.label)) == k.unit_id for c in cells for k in c.conditions)
 
     def plan(self) -> list[tuple[str, list[str]]]:
         return [(cell, labels) for cell, labels in self.meta("plan", [])]

@@ -105,6 +105,8 @@ def test_train_resume_is_exact(tmp_path):
     assert [r["valid_loss"] for r in a] == [r["valid_loss"] for r in b]
     ckpt = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
     assert ckpt["epoch"] == 2
+    sessions = json.loads((tmp_path / "cut" / "environment.json").read_text())["resumed"]  # one resumed session
+    assert [s["cpu_capability"] for s in sessions] == [torch.backends.cpu.get_cpu_capability()]
 
 
 def test_train_holds_validation_images_out_of_training():

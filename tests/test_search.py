@@ -114,16 +114,19 @@ def test_resume_gives_exactly_the_uninterrupted_result(tmp_path, order):
 
 
 def test_resume_under_other_numerics_warns_and_records_each_session(tmp_path):
-    """On CPU a run is bit-exact only under the torch version, thread count and kernel ISA it started with; a resume
-    that changes one says so in one sentence and environment.json keeps every session's environment."""
-    cut = Search(tiny_cfg(), tmp_path / "cut", progress=False)
+    """On CPU a run is bit-exact only under the torch version, thread count and kernel ISA it started with; a resumed
+    run that goes on under another says so in one sentence, and environment.json keeps every session's. Reading a
+    run (Search.resume without run(), as derive does) and resuming a finished one change nothing."""
+    cut = Search(tiny_cfg(epochs=3), tmp_path / "cut", progress=False)
     cut.run(stop_after=0)
     env_path = tmp_path / "cut" / "environment.json"
     env = json.loads(env_path.read_text())
     assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and env["threads"] == 1
+    Search.resume(tmp_path / "cut", progress=False)
+    assert json.loads(env_path.read_text()) == env
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the same numerics: no warning
-        Search.resume(tmp_path / "cut", progress=False)
+        Search.resume(tmp_path / "cut", progress=False).run(stop_after=1)
     env = json.loads(env_path.read_text())
     assert [s["threads"] for s in env["resumed"]] == [1]
     env["cpu_capability"] = "AVX2" if env["cpu_capability"] != "AVX2" else "AVX512"  # as if started elsewhere
@@ -131,11 +134,13 @@ def test_resume_under_other_numerics_warns_and_records_each_session(tmp_path):
     torch.set_num_threads(2)
     try:
         with pytest.warns(UserWarning, match=r"different numerics .*cpu_capability .*threads 1 → 2"):
-            Search.resume(tmp_path / "cut", progress=False)
+            Search.resume(tmp_path / "cut", progress=False).run()
     finally:
         torch.set_num_threads(1)
     sessions = json.loads(env_path.read_text())["resumed"]
     assert [s["threads"] for s in sessions] == [1, 2] and sessions[-1]["cpu_capability"] != env["cpu_capability"]
+    Search.resume(tmp_path / "cut", progress=False).run()  # finished: nothing to continue, nothing recorded
+    assert json.loads(env_path.read_text())["resumed"] == sessions
     assert numerics_drift(env, {**env, "threads": 4}) == {"threads": (1, 4)}
     assert numerics_drift({"torch": env["torch"]}, {**env, "threads": 4}) == {}  # a record without the key
 

@@ -61,6 +61,7 @@ class Train:
         if self.run_dir is not None and not _resuming:
             self.run_dir.create(cfg)
             genotype.save(self.run_dir.genotype_path)
+        self._resumed = _resuming  # run() records the session's environment once it continues the run
 
     @classmethod
     def resume(cls, out_dir, **kwargs) -> "Train":
@@ -87,7 +88,6 @@ class Train:
         run.lock("train")
         run.remove_temp_files()
         run.truncate_metrics(train.epoch)
-        run.record_resume(cfg.device)
         return train
 
     def train_epoch(self, progress=None, task=None) -> dict:
@@ -150,6 +150,9 @@ class Train:
         cfg = self.cfg
         steps = self.stream.steps_per_epoch
         record: dict = {}
+        if self._resumed and self.epoch < cfg.epochs and self.run_dir is not None:
+            self.run_dir.record_resume(cfg.device)  # warns when the numerics changed since the run started
+        self._resumed = False
         progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                             TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
                             disable=not self.show_progress)

@@ -123,6 +123,7 @@ class Search:
         self._rng_ranks = None  # every rank's random state at the last checkpoint (multi-process runs)
         if self.run_dir is not None and not _resuming and self.shard.writes:
             self.run_dir.create(cfg)
+        self._resumed = _resuming  # run() records the session's environment once it continues the run
 
     # --- construction from a run directory ------------------------------------------------------------------------
     @classmethod
@@ -147,7 +148,6 @@ class Search:
             run.lock("search")
             run.remove_temp_files()
             run.truncate_metrics(search.epoch)
-            run.record_resume(cfg.device)
         return search
 
     def state(self) -> dict:
@@ -379,6 +379,9 @@ class Search:
         progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                             TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
                             disable=not self.show_progress, transient=False)
+        if self._resumed and self.epoch < cfg.epochs and self.run_dir is not None and self.shard.writes:
+            self.run_dir.record_resume(cfg.device)  # warns when the numerics changed since the run started
+        self._resumed = False
         with progress:
             task = progress.add_task(f"search {cfg.method} on {cfg.space}", total=(cfg.epochs - self.epoch) * steps)
             while self.epoch < cfg.epochs:

@@ -384,6 +384,14 @@ def test_sigkill_mid_grid_then_rerun_completes_without_recomputing_finished_cell
         os.killpg(process.pid, signal.SIGKILL)  # the driver and its workers, mid-grid
         process.wait()
     assert finished_before and len(finished_before) < 4, "the grid ended before it could be killed"
+    with Store(out) as store:  # the killed cells read as interrupted, not running (once their workers are gone)
+        for _ in range(100):
+            status = {c["cell_id"]: c["status"] for c in store.cells()}
+            if "running" not in status.values():
+                break
+            time.sleep(0.1)
+        assert set(status.values()) <= {"done", "interrupted", "pending"} and "interrupted" in status.values(), status
+        assert set(store.interrupted()) == {cid for cid, s in status.items() if s == "interrupted"}
     mtimes = {cid: (out / c["run_dir"] / "metrics.jsonl").stat().st_mtime_ns for cid, c in finished_before.items()}
 
     result = cli("bench", "run", grid, "--out", out, "--workers", 2, "--threads", 1, "--json")
@@ -415,7 +423,7 @@ def test_failed_conditions_are_recorded_and_retried_and_a_changed_training_reuse
     summary = json.loads(result.stdout)
     assert summary["ran"] == 1 and summary["failed"] == 1 and len(summary["failures"]) == 1
     status = json.loads(cli("bench", "status", out, "--json").stdout)
-    assert status["counts"] == {"done": 0, "running": 0, "pending": 0, "failed": 1}
+    assert status["counts"] == {"done": 0, "running": 0, "interrupted": 0, "pending": 0, "failed": 1}
     [cell] = status["cells"]
     assert "cannot hold out 5000" in cell["conditions"]["default"]["error"]
     assert {p: p.stat().st_mtime_ns for p in out.glob("cells/*/checkpoint.pt")} == searched  # no search reran

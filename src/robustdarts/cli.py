@@ -582,8 +582,9 @@ def bench_run(
 @bench_app.command("status")
 def bench_status(out_dir: Path = typer.Argument(..., help="a bench run's output directory"),
                  as_json: bool = typer.Option(False, "--json")):
-    """Cells done, running, pending and failed (with the reason) of a grid's output directory."""
+    """Cells done, running, interrupted, pending and failed (with the reason) of a grid's output directory."""
     from .bench import Store
+    from .bench.store import SHOWN_STATUSES
 
     with Store(out_dir) as store:
         cells = store.cells()
@@ -595,14 +596,15 @@ def bench_status(out_dir: Path = typer.Argument(..., help="a bench run's output 
              "dataset": c["dataset"], "seed": c["seed"], "status": c["status"], "error": c["error"],
              "attempts": c["attempts"], "search_seconds": c["search_seconds"], "run_dir": c["run_dir"],
              "conditions": conditions.get(c["cell_id"], {})} for c in cells]
-    counts = {s: sum(1 for r in rows if r["status"] == s) for s in ("done", "running", "pending", "failed")}
+    counts = {s: sum(1 for r in rows if r["status"] == s) for s in SHOWN_STATUSES}
     if as_json:
         print(json.dumps({"grid": grid, "counts": counts, "cells": rows}))
         return
-    table = Table(title=f"grid {grid}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    table = Table(title=f"grid {grid}: " + ", ".join(f"{v} {k}" for k, v in counts.items()
+                                                     if v or k != "interrupted"))
     for col in ("cell", "method", "space", "dataset", "seed", "status", "conditions", "reason"):
         table.add_column(col)
-    color = {"done": "green", "running": "yellow", "failed": "red", "pending": "white"}
+    color = {"done": "green", "running": "yellow", "interrupted": "magenta", "failed": "red", "pending": "white"}
     for r in rows:
         conds = ", ".join(f"{k}: {v['status']}" for k, v in r["conditions"].items())
         reasons = "; ".join([r["error"]] * bool(r["error"]) + [f"{k}: {v['error']}" for k, v in

@@ -24,7 +24,7 @@ from typing import Any
 from ..errors import unknown
 from .grid import grid_from_dict
 from .select import compared, method_key
-from .store import Store
+from .store import SHOWN_STATUSES, Store
 
 FORMATS = ("md", "html", "csv", "json")
 CSV_COLUMNS = ("cell_id", "unit_id", "method", "variant", "space", "dataset", "seed", "condition", "policy",
@@ -138,7 +138,7 @@ def build(store: Store) -> dict:
     shown, selections = compared(all_entries, grid.select)
     summary = summarize(shown)
     groups, rank_table, average = ranks(summary)
-    counts = {s: sum(1 for c in store.cells() if c["status"] == s) for s in ("done", "running", "pending", "failed")}
+    counts = {s: sum(1 for c in store.cells() if c["status"] == s) for s in SHOWN_STATUSES}
     return {"grid": grid.name, "description": grid.description, "cells": counts, "summary": summary,
             "ranks": {"groups": [list(g) for g in groups],
                       "methods": {m: {"/".join(g): v for g, v in r.items()} for m, r in rank_table.items()},
@@ -181,8 +181,9 @@ def _trajectory(values: list, epochs: int) -> str:
 def sections(report: dict) -> list[Section]:
     out = []
     done = report["cells"]
-    out.append(Section("Cells", f"{done['done']} done, {done['running']} running, {done['pending']} pending, "
-                                f"{done['failed']} failed."))
+    out.append(Section("Cells", ", ".join(f"{done[s]} {s}" for s in SHOWN_STATUSES if done[s] or s != "interrupted")
+                       + "." + (" Interrupted cells resume where they stopped when the grid runs again."
+                                if done["interrupted"] else "")))
     header = ["method", "n", "test acc (%)", "held-out acc (%)", "supernet val acc (%)", "skips (search)",
               "skips (genotype)", "λ_max", "λ_max (N batches)", "params (M)", "best of k: test (%)"]
     by_group: dict[tuple, list[dict]] = {}

@@ -52,7 +52,7 @@ def _groups(entries: list[dict], rule: SelectRule) -> dict[tuple, list[dict]]:
 
 def unselected(entries: list[dict], rule: SelectRule) -> list[dict]:
     """A stand-in for each selection ``rule`` cannot make yet (a candidate unfinished or unscored), with no numbers
-    and the group's status (failed if a candidate failed, else running if one runs, else pending), so that a
+    and the group's status (failed if a candidate failed, else running if one runs, else interrupted or pending), so that a
     comparison counts it as planned ("1 of 3") instead of forgetting it."""
     score, out = SCORES[rule.by], []
     numbers = ("test_acc", "valid_acc", "supernet_val_acc", "skip_normal", "genotype_skip_normal", "eigenvalue",
@@ -61,7 +61,7 @@ def unselected(entries: list[dict], rule: SelectRule) -> list[dict]:
         if all(e["status"] == "done" and e.get(score) is not None for e in group):
             continue
         statuses = {e["status"] for e in group}
-        status = next((s for s in ("failed", "running", "pending") if s in statuses), "pending")
+        status = next((s for s in ("failed", "running", "interrupted", "pending") if s in statuses), "pending")
         first = group[0]
         out.append({**first, **dict.fromkeys(numbers), "method": rule.name, "status": status, "curves": {},
                     "genotype": None, "variant": "" if rule.over == "variants" else first["variant"],

@@ -26,8 +26,25 @@ from ..errors import RobustDartsError
 
 SCHEMA_VERSION = 1
 FILENAME = "results.sqlite"
-# A cell or a condition is in one of these states; 'done' and 'failed' are final until --retry-failed.
+# A cell or a condition is in one of these states; 'done' and 'failed' are final until --retry-failed. Reading
+# adds 'interrupted': marked running by a process of this host that no longer exists (the next run resumes it).
 STATUSES = ("pending", "running", "done", "failed")
+SHOWN_STATUSES = ("done", "running", "interrupted", "pending", "failed")
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by another user
+        return True
+    try:  # a killed process nobody has reaped yet (a container's init may never) is a zombie: dead
+        return Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -231,17 +248,36 @@ class Store:
         return {r["condition"]: r["status"] for r in
                 self._conn.execute("SELECT condition, status FROM results WHERE cell_id = ?", (cell_id,))}
 
+    def interrupted(self) -> set[str]:
+        """Cells marked running by a process of this host that no longer exists (killed, or its machine rebooted):
+        not running, but resumable. Cells of other hosts are taken at their word."""
+        host = socket.gethostname()
+        return {r["cell_id"] for r in self._conn.execute("SELECT cell_id, host, pid FROM cells WHERE status = "
+                                                          "'running'") if r["host"] == host and not _alive(r["pid"])}
+
     def cells(self, planned: bool = True) -> list[dict]:
-        """Cell rows (JSON columns decoded), in plan order; ``planned=False``: every cell ever recorded."""
+        """Cell rows (JSON columns decoded), in plan order; ``planned=False``: every cell ever recorded. A cell
+        whose runner died reads as 'interrupted'."""
+        stopped = self.interrupted()
         rows = [_decode(dict(r)) for r in self._conn.execute("SELECT * FROM cells ORDER BY position")]
+        for r in rows:
+            if r["cell_id"] in stopped:
+                r["status"] = "interrupted"
         if not planned:
             return rows
         order = {cell: i for i, (cell, _) in enumerate(self.plan())}
         return sorted((r for r in rows if r["cell_id"] in order), key=lambda r: order[r["cell_id"]])
 
     def rows(self, planned: bool = True) -> list[dict]:
-        """One row per cell and condition (the ``rows`` view, JSON columns decoded), in plan order."""
+        """One row per cell and condition (the ``rows`` view, JSON columns decoded), in plan order; a cell whose
+        runner died reads as 'interrupted', and so do its running conditions."""
+        stopped = self.interrupted()
         rows = [_decode(dict(r)) for r in self._conn.execute("SELECT * FROM rows ORDER BY position, condition")]
+        for r in rows:
+            if r["cell_id"] in stopped:
+                r["search_status"] = "interrupted"
+                if r["status"] in ("running", "pending"):
+                    r["status"] = "interrupted"
         if not planned:
             return rows
         plan = self.plan()

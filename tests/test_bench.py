@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -256,6 +257,34 @@ def test_running_a_part_of_a_registered_plan_keeps_the_whole_plan(tmp_path):
         assert [c.cell_id for c in edited.cells] == [c.cell_id for c in cut.cells]  # the same searches
         assert store.register(edited.grid.to_dict(), edited.cells) is False  # trained otherwise: a new plan
         assert [cell for cell, _ in store.plan()] == [c.cell_id for c in cut.cells]
+
+
+def test_a_cell_whose_runner_died_reads_interrupted_in_status_report_and_live_view(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from robustdarts.bench.live import LiveView
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer exists (reaped)
+    plan = make_plan(load_grid("collapse-cpu"))
+    alive, stopped = plan.cells[0].cell_id, plan.cells[1].cell_id
+    with Store(tmp_path, create=True) as store:
+        store.register(plan.grid.to_dict(), plan.cells)
+        store.start_cell(alive)  # this process: running
+        store.start_cell(stopped)
+        store._conn.execute("UPDATE cells SET pid = ? WHERE cell_id = ?", (dead.pid, stopped))
+        assert store.interrupted() == {stopped}
+        assert {c["cell_id"]: c["status"] for c in store.cells()}[stopped] == "interrupted"
+        assert {r["status"] for r in store.rows() if r["cell_id"] == stopped} == {"interrupted"}
+        store._conn.execute("UPDATE cells SET host = 'elsewhere' WHERE cell_id = ?", (stopped,))
+        assert store.interrupted() == set()  # another host's cells are taken at their word
+        store._conn.execute("UPDATE cells SET host = ? WHERE cell_id = ?", (socket.gethostname(), stopped))
+        console = Console(file=io.StringIO(), width=200)
+        console.print(LiveView(plan, tmp_path, 2).render(store, plan.cells, time.time() - 60, time.time()))
+    shown = console.file.getvalue()
+    assert "1 running" in shown and "14 pending of 15" in shown and "seed 2" in shown and "seed 3" not in shown
 
 
 def test_lhd_conditions_derive_and_train_under_the_lhd_evaluation_recipe(tmp_path):

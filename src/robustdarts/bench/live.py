@@ -48,7 +48,7 @@ class LiveView:
         self.live.update(self.render(store, todo, started, now))
 
     def render(self, store: Store, todo: list, started: float, now: float):
-        status = store.cell_status()
+        status = {**store.cell_status(), **dict.fromkeys(store.interrupted(), "interrupted")}  # waits to resume
         planned = [c.cell_id for c in self.plan.cells]
         counts = {s: sum(1 for cid in planned if status.get(cid) == s) for s in ("done", "running", "failed")}
         counts["pending"] = len(planned) - sum(counts.values())

@@ -52,8 +52,8 @@ def _groups(entries: list[dict], rule: SelectRule) -> dict[tuple, list[dict]]:
 
 def unselected(entries: list[dict], rule: SelectRule) -> list[dict]:
     """A stand-in for each selection ``rule`` cannot make yet (a candidate unfinished or unscored), with no numbers
-    and the group's status (failed if a candidate failed, else running if one runs, else interrupted or pending), so that a
-    comparison counts it as planned ("1 of 3") instead of forgetting it."""
+    and the group's status (failed if a candidate failed, else running if one runs, else interrupted or pending),
+    so that a comparison counts it as planned ("1 of 3") instead of forgetting it."""
     score, out = SCORES[rule.by], []
     numbers = ("test_acc", "valid_acc", "supernet_val_acc", "skip_normal", "genotype_skip_normal", "eigenvalue",
                "eigenvalue_settled", "conv_share_normal", "params", "params_with_aux")

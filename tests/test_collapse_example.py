@@ -59,3 +59,34 @@ def test_op_mass_is_the_mean_over_the_edges_that_offer_the_op():
     weights = torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])
     mass = op_mass(weights, [["none", "skip_connect"], ["none", "skip_connect", "sep_conv_3x3"]])
     assert mass == pytest.approx({"none": 0.35, "skip_connect": 0.4, "sep_conv_3x3": 0.5})
+
+
+def _table_rows(text: str, header_start: str) -> list[list[str]]:
+    """The rows of every Markdown table in ``text`` whose header starts with ``header_start``."""
+    rows, inside = [], False
+    for line in text.splitlines():
+        if line.startswith(header_start):
+            inside = True
+        elif inside and line.startswith("|---"):
+            continue
+        elif inside and line.startswith("|"):
+            rows.append([c.strip().replace("**", "") for c in line.strip("|").split("|")])
+        else:
+            inside = False
+    return rows
+
+
+def test_every_number_of_the_collapse_outcome_is_a_row_of_the_bench_report():
+    """docs/collapse.md's outcome tables are copied from docs/collapse-report.md, which examples/collapse.py writes
+    from the grid's store: each row must be one of the report's cells, number for number."""
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    report = {(r[1], r[7]): r for r in _table_rows((docs / "collapse-report.md").read_text(), "| method | seed |")
+              if len(r) == 14 and r[5] == "done"}  # (seed, one-batch λ_max curve) -> the report's row
+    rows = _table_rows((docs / "collapse.md").read_text(), "| method | seed | skips") + \
+        _table_rows((docs / "collapse.md").read_text(), "| R-DARTS(L2) grid point | seed | skips")
+    assert len(rows) >= 5
+    for method, seed, skips, one, many, share, supernet, held, test, params in rows:
+        r = report[(seed, one)]
+        assert (skips, many, share) == (r[6], r[8], r[9]), method
+        assert (supernet, held, test) == tuple(f"{v} %" for v in r[10:13]), method
+        assert params == f"{round(float(r[13]) * 1000)} k", method

@@ -273,15 +273,16 @@ class RunDir:
         return load_yaml(cls, self.config_path)
 
     def record_resume(self, device: str = "cpu") -> dict[str, tuple]:
-        """Called by a resume (under the lock): append this session's environment to environment.json's
-        ``resumed`` list and warn in one sentence when it changes the numerics the run started with (on CPU: torch,
+        """Called when a resumed run goes on (under the lock): append this session's environment to
+        environment.json's ``resumed`` list and warn in one sentence when it changes the numerics the run started with (on CPU: torch,
         thread count, kernel ISA; on a GPU: torch), since the resumed run then is not bit-identical to an
         uninterrupted one. Returns the drift ``{key: (recorded, now)}``."""
         path = self.path / "environment.json"
         try:
             recorded = json.loads(path.read_text())
-            assert isinstance(recorded, dict)
-        except (OSError, ValueError, AssertionError):
+        except (OSError, ValueError):
+            recorded = None
+        if not isinstance(recorded, dict):
             recorded = {}  # a run from before environment.json, or a damaged one: nothing to compare against
         now = environment()
         drift = numerics_drift(recorded, now)

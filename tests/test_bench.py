@@ -285,6 +285,66 @@ def test_a_cell_whose_runner_died_reads_interrupted_in_status_report_and_live_vi
         console.print(LiveView(plan, tmp_path, 2).render(store, plan.cells, time.time() - 60, time.time()))
     shown = console.file.getvalue()
     assert "1 running" in shown and "14 pending of 15" in shown and "seed 2" in shown and "seed 3" not in shown
+    # bench status says how far the interrupted cell is (it resumes from there), read from its run directory
+    _record_epochs(tmp_path / plan.cells[1].run_dir / "metrics.jsonl", 4)
+    epochs = plan.cells[1].search["epochs"]
+    status = cli("bench", "status", tmp_path)
+    assert status.returncode == 0 and f"interrupted (search 4/{epochs})" in status.stdout, status.stdout
+    at = {c["cell_id"]: c["at"] for c in json.loads(cli("bench", "status", tmp_path, "--json").stdout)["cells"]}
+    assert at[stopped] == f"search 4/{epochs}" and at[plan.cells[2].cell_id] is None
+
+
+def _record_epochs(path: Path, epochs: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"epoch": e}) + "\n" for e in range(epochs)))
+
+
+def test_an_interrupted_cell_counts_by_the_epochs_on_its_disk_in_ordering_and_eta(tmp_path):
+    """A resumed cell continues from its last epoch, so the work left is the planned cost less its recorded epochs:
+    the runner starts the most work left first (a nearly finished cell waits behind a fresh one of the same cost),
+    and the live view's ETA credits epochs finished in this session, not only finished cells."""
+    import io
+
+    from rich.console import Console
+
+    from robustdarts.bench.backends import longest_first
+    from robustdarts.bench.cell import Progress, condition_dir, progress
+    from robustdarts.bench.live import LiveView, _duration
+
+    plan = make_plan(load_grid("collapse-cpu"))
+    darts2, darts3 = [c for c in plan.cells if c.method == "darts"][:2]
+    lam = next(c for c in plan.cells if c.method == "lambda-darts")
+    cost = plan.costs[darts2.cell_id]
+    assert cost == plan.costs[darts3.cell_id] and cost.search_seconds > 0 and cost.train_seconds > 0
+    assert cost.seconds == pytest.approx(cost.search_seconds + cost.train_seconds)
+    epochs, k = darts2.search["epochs"], darts2.conditions[0]
+    assert progress(darts2, tmp_path) == Progress(0, epochs, 0, k.train["epochs"])
+    assert [c.cell_id for c in longest_first([darts2, darts3, lam], plan, tmp_path)] == \
+        [lam.cell_id, darts2.cell_id, darts3.cell_id]  # nothing on disk: planned cost, in plan order when equal
+
+    _record_epochs(tmp_path / darts2.run_dir / "metrics.jsonl", epochs - 3)
+    p = progress(darts2, tmp_path)
+    assert p.phase == f"search {epochs - 3}/{epochs}"
+    assert cost.remaining(p.searched, p.trained) == pytest.approx(cost.search_seconds * 3 / epochs +
+                                                                  cost.train_seconds)
+    assert [c.cell_id for c in longest_first([darts2, darts3, lam], plan, tmp_path)] == \
+        [lam.cell_id, darts3.cell_id, darts2.cell_id]
+
+    with Store(tmp_path, create=True) as store:
+        store.register(plan.grid.to_dict(), plan.cells)
+        store.start_cell(darts2.cell_id)  # running in this process
+        view, started = LiveView(plan, tmp_path, 2), time.time() - 500
+        todo = [darts2, darts3]
+        view.render(store, todo, started, started + 500)  # the baseline: what was left when the run began
+        assert view.left_at_start == pytest.approx(cost.remaining(p.searched) + cost.seconds)
+        _record_epochs(tmp_path / darts2.run_dir / "metrics.jsonl", epochs)  # its last 3 epochs, in 100 s
+        _record_epochs(condition_dir(tmp_path / darts2.run_dir, k) / "train" / "metrics.jsonl", 2)
+        console = Console(file=io.StringIO(), width=200)
+        console.print(view.render(store, todo, started, started + 600))
+    done_here = cost.search_seconds * 3 / epochs + cost.train_seconds * 2 / k.train["epochs"]
+    left = cost.train_seconds * (1 - 2 / k.train["epochs"]) + cost.seconds
+    shown = console.file.getvalue()
+    assert f"ETA {_duration(left * 600 / done_here)}" in shown and f"train 2/{k.train['epochs']}" in shown
 
 
 def test_lhd_conditions_derive_and_train_under_the_lhd_evaluation_recipe(tmp_path):

@@ -5,6 +5,7 @@ A user error (unknown name, bad file, missing data) prints one sentence and exit
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -592,10 +593,11 @@ def bench_status(out_dir: Path = typer.Argument(..., help="a bench run's output 
         for r in store.rows():
             conditions.setdefault(r["cell_id"], {})[r["condition"]] = {"status": r["status"], "error": r["error"]}
         grid = (store.meta("grid") or {}).get("name")
+        at = _cells_at(store, out_dir, [c for c in cells if c["status"] in ("running", "interrupted")])
     rows = [{"cell_id": c["cell_id"], "method": c["method"], "variant": c["variant"], "space": c["space"],
-             "dataset": c["dataset"], "seed": c["seed"], "status": c["status"], "error": c["error"],
-             "attempts": c["attempts"], "search_seconds": c["search_seconds"], "run_dir": c["run_dir"],
-             "conditions": conditions.get(c["cell_id"], {})} for c in cells]
+             "dataset": c["dataset"], "seed": c["seed"], "status": c["status"], "at": at.get(c["cell_id"]),
+             "error": c["error"], "attempts": c["attempts"], "search_seconds": c["search_seconds"],
+             "run_dir": c["run_dir"], "conditions": conditions.get(c["cell_id"], {})} for c in cells]
     counts = {s: sum(1 for r in rows if r["status"] == s) for s in SHOWN_STATUSES}
     if as_json:
         print(json.dumps({"grid": grid, "counts": counts, "cells": rows}))
@@ -610,9 +612,26 @@ def bench_status(out_dir: Path = typer.Argument(..., help="a bench run's output 
         reasons = "; ".join([r["error"]] * bool(r["error"]) + [f"{k}: {v['error']}" for k, v in
                                                                r["conditions"].items() if v["error"]])
         table.add_row(r["cell_id"], r["method"] + (f" [{r['variant']}]" if r["variant"] else ""), r["space"],
-                      r["dataset"], str(r["seed"]), f"[{color[r['status']]}]{r['status']}[/]", escape(conds),
+                      r["dataset"], str(r["seed"]),
+                      f"[{color[r['status']]}]{r['status']}[/]" + (f" ({r['at']})" if r["at"] else ""), escape(conds),
                       escape(reasons))
     console.print(table)
+
+
+def _cells_at(store, out_dir: Path, cells: list[dict]) -> dict[str, str]:
+    """Where the given cells' run directories are ('search 3/8', 'train 5/20'), read from disk; none when the
+    store's grid no longer expands (written by another version)."""
+    from .bench.cell import progress
+    from .bench.grid import expand, grid_from_dict
+
+    if not cells:
+        return {}
+    try:
+        planned = {c.cell_id: c for c in expand(grid_from_dict(store.meta("grid")))}
+    except RobustDartsError:
+        return {}
+    return {c["cell_id"]: progress(dataclasses.replace(planned[c["cell_id"]], run_dir=c["run_dir"]), out_dir).phase
+            for c in cells if c["cell_id"] in planned}
 
 
 @bench_app.command("report")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import RobustDartsError, unknown
-from .cell import run_cell_task
+from .cell import progress, run_cell_task
 from .plan import Plan
 from .store import Store
 
@@ -99,8 +99,7 @@ def run_grid(plan: Plan, out: str | Path, backend: str = "local", workers: int |
                 summary.skipped_failed += 1
             else:
                 todo.append(c)
-        # Longest first, so that the last cells to start are short ones and the workers finish together.
-        todo.sort(key=lambda c: -plan.costs[c.cell_id].seconds)
+        todo = longest_first(todo, plan, out)
         summary.ran = len(todo)
         tick = (lambda: monitor(store, todo, started)) if monitor is not None else (lambda: None)
         if todo:
@@ -114,6 +113,15 @@ def run_grid(plan: Plan, out: str | Path, backend: str = "local", workers: int |
         summary.failures = {cid: errors[cid] for cid in (c.cell_id for c in todo) if cid in errors}
     summary.seconds = time.time() - started
     return summary
+
+
+def longest_first(todo: list, plan: Plan, out: Path) -> list:
+    """The cells in the order to start them: the most work left first, so that the last cells to start are short
+    ones and the workers finish together. An interrupted cell counts by what is left of it (it resumes from its
+    last epoch), so a nearly finished one does not hold a worker while a long one waits."""
+    left = {c.cell_id: plan.costs[c.cell_id].remaining(p.searched, p.trained) for c in todo
+            for p in [progress(c, out)]}
+    return sorted(todo, key=lambda c: -left[c.cell_id])
 
 
 # ---- local processes ----------------------------------------------------------------------------------------------

@@ -202,6 +202,48 @@ def condition_dir(run_dir: Path, k: CellCondition) -> Path:
     return run_dir / "conditions" / f"{_slug(k.label)}-{k.unit_id}"
 
 
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """How far a cell's run directories are: epochs recorded in the search's and the trainings' metrics.jsonl."""
+    search_epochs: int
+    search_total: int
+    train_epochs: int
+    train_total: int
+
+    @property
+    def searched(self) -> float:
+        return self.search_epochs / self.search_total if self.search_total else 1.0
+
+    @property
+    def trained(self) -> float:
+        return self.train_epochs / self.train_total if self.train_total else 1.0
+
+    @property
+    def phase(self) -> str:
+        if self.search_epochs < self.search_total or not self.train_total:
+            return f"search {self.search_epochs}/{self.search_total}"
+        return f"train {self.train_epochs}/{self.train_total}"
+
+
+def _epochs_recorded(metrics: Path, total: int) -> int:
+    try:
+        return min(sum(1 for line in metrics.read_text().splitlines() if line.strip()), total)
+    except OSError:
+        return 0
+
+
+def progress(cell: Cell, out: Path) -> Progress:
+    """What an interrupted cell will not recompute when it resumes (its search and trainings continue from their
+    last epoch). Only read from disk, so that ordering the work and the live view's ETA can credit it."""
+    run_dir = Path(out) / cell.run_dir
+    total = int(cell.search["epochs"])
+    trainings = [k for k in cell.conditions if k.train is not None]
+    return Progress(_epochs_recorded(run_dir / "metrics.jsonl", total), total,
+                    sum(_epochs_recorded(condition_dir(run_dir, k) / "train" / "metrics.jsonl", int(k.train["epochs"]))
+                        for k in trainings),
+                    sum(int(k.train["epochs"]) for k in trainings))
+
+
 def run_condition(search, cell: Cell, k: CellCondition, run_dir: Path, out: Path,
                   trained: dict[str, dict]) -> dict[str, Any]:
     """Derive the condition's genotype and train it from scratch (when the grid trains); the store's values."""

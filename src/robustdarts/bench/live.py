@@ -2,7 +2,9 @@
 
 It reads only the store and the running cells' metrics.jsonl, so it shows the same picture whichever backend
 runs the cells. The ETA weighs cells by their planned cost (bench plan), so a long Λ-DARTS search and a short
-DARTS one do not count alike: remaining cost × (time so far / cost finished in this session).
+DARTS one do not count alike, and counts a cell's work by the epochs on disk, so that a resumed cell is credited
+with what it had done and a running one with its finished epochs: cost left × (time so far / cost done in this
+session).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
+from .cell import progress
 from .plan import Plan
 from .store import Store
 
@@ -30,7 +33,8 @@ class LiveView:
     def __init__(self, plan: Plan, out: Path, workers: int, console=None):
         self.plan, self.out, self.workers = plan, Path(out), workers
         self.live = Live(console=console, refresh_per_second=2, transient=False)
-        self.start_status: dict[str, str] | None = None
+        self.left_at_start: float | None = None  # the cost left when the view first drew: the ETA's baseline
+        self.pending_left: dict[str, float] = {}  # cells not running: read from disk once
         self.last = 0.0
 
     def __enter__(self) -> "LiveView":
@@ -47,18 +51,37 @@ class LiveView:
         self.last = now
         self.live.update(self.render(store, todo, started, now))
 
+    def _left(self, todo: list, status: dict[str, str], steps: dict) -> dict[str, float]:
+        """The seconds of planned cost left per cell: none when finished, by its epochs on disk otherwise."""
+        left = {}
+        for c in todo:
+            cost, s = self.plan.costs[c.cell_id], status.get(c.cell_id)
+            if s in ("done", "failed"):
+                left[c.cell_id] = 0.0
+            elif c.cell_id in steps:
+                left[c.cell_id] = cost.remaining(steps[c.cell_id].searched, steps[c.cell_id].trained)
+            else:
+                if c.cell_id not in self.pending_left:
+                    p = progress(c, self.out)
+                    self.pending_left[c.cell_id] = cost.remaining(p.searched, p.trained)
+                left[c.cell_id] = self.pending_left[c.cell_id]
+        return left
+
     def render(self, store: Store, todo: list, started: float, now: float):
         status = {**store.cell_status(), **dict.fromkeys(store.interrupted(), "interrupted")}  # waits to resume
         planned = [c.cell_id for c in self.plan.cells]
         counts = {s: sum(1 for cid in planned if status.get(cid) == s) for s in ("done", "running", "failed")}
         counts["pending"] = len(planned) - sum(counts.values())
-        ids = {c.cell_id for c in todo}
-        cost = self.plan.costs
-        finished = sum(cost[cid].seconds for cid in ids if status.get(cid) in ("done", "failed"))
-        remaining = sum(cost[cid].seconds for cid in ids if status.get(cid) not in ("done", "failed"))
+        ids = {c.cell_id: c for c in todo}  # with the run directories the store holds
+        steps = {c.cell_id: progress(c, self.out) for c in todo if status.get(c.cell_id) == "running"}
+        left = self._left(todo, status, steps)
+        if self.left_at_start is None:
+            self.left_at_start = sum(left.values())
+        remaining = sum(left.values())
+        done_here = self.left_at_start - remaining
         elapsed = now - started
-        if finished > 0:
-            eta = f"ETA {_duration(remaining * elapsed / finished)}"
+        if done_here > 0:
+            eta = f"ETA {_duration(remaining * elapsed / done_here)}"
         else:
             eta = f"ETA ~{_duration(remaining / max(self.workers, 1))} (planned)"
         head = Table.grid(padding=(0, 2))
@@ -66,19 +89,15 @@ class LiveView:
                      f"[yellow]{counts['running']} running[/]", f"[red]{counts['failed']} failed[/]",
                      f"{counts['pending']} pending of {len(planned)}", f"elapsed {_duration(elapsed)}", eta)
         running = Table(box=None, show_header=True, header_style="dim", padding=(0, 2))
-        for col in ("running cell", "epoch", "since"):
+        for col in ("running cell", "at", "since"):
             running.add_column(col)
         rows = {c["cell_id"]: c for c in store.cells()}
-        for cell in self.plan.cells:
-            row = rows.get(cell.cell_id)
-            if row is None or row["status"] != "running" or cell.cell_id not in ids:
+        for planned_cell in self.plan.cells:
+            row, cell = rows.get(planned_cell.cell_id), ids.get(planned_cell.cell_id)
+            if row is None or row["status"] != "running" or cell is None:
                 continue
-            metrics = self.out / cell.run_dir / "metrics.jsonl"
-            try:
-                epochs = sum(1 for line in metrics.read_text().splitlines() if line.strip())
-            except OSError:
-                epochs = 0
             running.add_row(f"{cell.method}{f' [{cell.variant}]' if cell.variant else ''} · {cell.space} · "
-                            f"{cell.dataset} · seed {cell.seed}", f"{epochs}/{cell.search['epochs']}",
+                            f"{cell.dataset} · seed {cell.seed}",
+                            (steps.get(cell.cell_id) or progress(cell, self.out)).phase,
                             _duration(now - (row["started"] or now)))
         return Group(head, running) if running.row_count else head

@@ -34,8 +34,21 @@ class CellCost:
     train_steps: int
 
     @property
+    def search_seconds(self) -> float:
+        return self.search_flops / RATE + self.search_steps * STEP_OVERHEAD
+
+    @property
+    def train_seconds(self) -> float:
+        return self.train_flops / RATE + self.train_steps * STEP_OVERHEAD
+
+    @property
     def seconds(self) -> float:
-        return (self.search_flops + self.train_flops) / RATE + (self.search_steps + self.train_steps) * STEP_OVERHEAD
+        return self.search_seconds + self.train_seconds
+
+    def remaining(self, searched: float = 0.0, trained: float = 0.0) -> float:
+        """The seconds left when the fractions ``searched`` of the search and ``trained`` of the trainings are
+        already on disk (an interrupted cell resumes from there; ``cell.progress`` reads them)."""
+        return self.search_seconds * (1 - searched) + self.train_seconds * (1 - trained)
 
 
 @dataclass(frozen=True)

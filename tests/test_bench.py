@@ -347,6 +347,30 @@ def test_an_interrupted_cell_counts_by_the_epochs_on_its_disk_in_ordering_and_et
     assert f"ETA {_duration(left * 600 / done_here)}" in shown and f"train 2/{k.train['epochs']}" in shown
 
 
+def test_two_runners_on_one_out_never_run_a_cell_twice(tmp_path):
+    """`bench run` processes may share an --out: a cell another holds is 'busy' (its lock), and one that another
+    finished after this runner planned is not started again (no new attempt, its record untouched)."""
+    from robustdarts.bench.cell import _cell_lock, execute_cell
+
+    plan = make_plan(load_grid("collapse-cpu"))
+    held, finished = plan.cells[0], plan.cells[1]
+    # no data where they look: were either cell started, it would fail at once rather than search for an hour
+    held, finished = (dataclasses.replace(c, search={**c.search, "data_dir": str(tmp_path / "no-data")})
+                      for c in (held, finished))
+    with Store(tmp_path, create=True) as store:
+        store.register(plan.grid.to_dict(), plan.cells)
+        store.start_cell(finished.cell_id)
+        store.finish_cell(finished.cell_id, "done")
+        before = next(c for c in store.cells() if c["cell_id"] == finished.cell_id)
+    with _cell_lock(tmp_path, held.cell_id) as mine:
+        assert mine and execute_cell(held, tmp_path) == "busy"
+    assert execute_cell(finished, tmp_path) == "done"
+    with Store(tmp_path) as store:
+        cells = {c["cell_id"]: c for c in store.cells()}
+    assert cells[finished.cell_id] == before and cells[held.cell_id]["attempts"] == 0
+    assert not (tmp_path / held.run_dir).exists() and not (tmp_path / finished.run_dir).exists()
+
+
 def test_lhd_conditions_derive_and_train_under_the_lhd_evaluation_recipe(tmp_path):
     """One LHD cell (synthetic data, in this process): four derivations, each trained under LHD's recipe for its
     condition (eval_recipe: drop path p0 x |normal concat|, p0 by condition) below the grid's sizes."""

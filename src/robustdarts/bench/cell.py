@@ -53,6 +53,9 @@ def execute_cell(cell: Cell, out: Path, threads: int | None = None, retry_failed
         if not held:
             return "busy"
         with Store(out) as store:
+            finished = store.cell_status().get(cell.cell_id)
+            if finished == "done" or (finished == "failed" and not retry_failed):
+                return finished  # another `bench run` on this --out finished it since this one planned
             store.start_cell(cell.cell_id)
             run_dir = out / cell.run_dir
             try:

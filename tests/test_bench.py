@@ -208,6 +208,23 @@ def test_selection_per_seed_ties_to_the_earlier_cell_and_incomplete_groups_selec
     assert [(b["selected"], b["test_acc"], b["k"]) for b in best] == [("seed 1", 0.6, 3)]
 
 
+def test_paired_differences_are_taken_seed_by_seed_over_the_seeds_both_finished():
+    from robustdarts.bench.report import paired
+
+    def e(method, seed, test, skips, lam, status="done"):
+        return {**_entry(method, seed, valid=test, test=test, status=status), "genotype_skip_normal": skips,
+                "eigenvalue_settled": lam}
+
+    rows = [e("darts", 2, 0.80, 3, 0.26), e("darts", 3, 0.82, 5, 0.13), e("darts", 4, 0.78, 4, 0.20),
+            e("l2", 2, 0.81, 5, 0.18), e("l2", 3, 0.84, 7, 0.21), e("l2", 4, None, None, None, "failed"),
+            e("l2", 5, 0.99, 0, 0.01)]  # no DARTS seed 5 to pair with
+    [row] = paired(rows)
+    assert (row["method"], row["baseline"], row["seeds"], row["test_higher"]) == ("l2", "darts", [2, 3], [2, 2])
+    assert row["test_acc"] == pytest.approx((0.015, 0.01 / 2 ** 0.5))  # +1 and +2 points: 1.5 ± 0.71
+    assert row["genotype_skip_normal"] == pytest.approx((2.0, 0.0))
+    assert row["eigenvalue_settled"] == pytest.approx((0.0, 0.08 * 2 ** 0.5))  # −0.08 and +0.08
+
+
 # ---- the store -------------------------------------------------------------------------------------------------
 def _write_many(directory: str, worker: int) -> None:
     from robustdarts.bench import Store
@@ -471,6 +488,18 @@ def test_tiny_grid_store_rows_and_report_numbers_come_from_the_cells(tiny_run):
             expected = f"| {method} | 2 | {100 * mean(test):.2f} ± {100 * stdev(test):.2f} | " \
                        f"{100 * mean(valid):.2f} ± {100 * stdev(valid):.2f} |"
             assert expected in section, (expected, section)
+    # The paired table: beta-darts minus darts seed by seed, from the trainings' own metrics.
+    section = table.split("## Paired by seed")[1].split("## ")[0]
+    for condition in ("default", "selective-stop"):
+        by = {}
+        for r in rows:
+            if r["condition"] == condition:
+                own = _own_metrics(out, r["run_dir"], condition) or _own_metrics(out, r["run_dir"], "default")
+                by[r["method"], r["seed"]] = own["test_acc"]
+        diffs = [100 * (by["beta-darts", s] - by["darts", s]) for s in (0, 1)]
+        expected = f"| s3 · fashion-mnist · {condition} | beta-darts − darts | 0, 1 | {mean(diffs):.2f} ± " \
+                   f"{stdev(diffs):.2f} | {sum(d > 0 for d in diffs)} of 2 |"
+        assert expected in section, (expected, section)
 
 
 @needs_fashion

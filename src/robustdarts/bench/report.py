@@ -2,8 +2,9 @@
 
 Per (space, dataset, condition), each method's mean ± sample standard deviation over its seeds (final test
 accuracy of the architecture trained from scratch, held-out validation accuracy, the supernet's final validation
-accuracy, skip count, λ_max, parameters) and best-of-k (the test accuracy of the seed that validates best); the
-average rank of each method across those groups (LHD's ranking: rank 1 = best mean test accuracy, ties share the
+accuracy, skip count, λ_max, parameters) and best-of-k (the test accuracy of the seed that validates best); each
+method against the grid's first one seed by seed (the paired differences: a seed fixes data and initialization for
+all methods); the average rank of each method across those groups (LHD's ranking: rank 1 = best mean test accuracy, ties share the
 mean rank); the protocol's selections with every candidate's score; one row per cell and condition; failures with
 their reasons. Plots: λ_max and skip-count curves per method, accuracy against parameters, the rank heat map; the
 HTML report embeds them and is one file.
@@ -99,6 +100,36 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
+PAIRED_KEYS = ("test_acc", "valid_acc", "genotype_skip_normal", "eigenvalue_settled")
+
+
+def paired(rows: list[dict]) -> list[dict]:
+    """Per (space, dataset, condition), each method against the group's first method (the grid's first: the
+    baseline, e.g. DARTS), seed by seed. One seed gives every method the same data split, initial weights and
+    from-scratch data, so the per-seed difference removes what the seed does to both: mean ± sample std of the
+    differences over the seeds both finished, and in how many of them the method's test accuracy is higher."""
+    groups: dict[tuple, dict[str, dict[int, dict]]] = {}
+    for e in rows:
+        by_seed = groups.setdefault(_group_key(e), {}).setdefault(method_key(e), {})
+        if e["status"] == "done":
+            by_seed[e["seed"]] = e
+    out = []
+    for (space, dataset, condition), methods in groups.items():
+        baseline, *others = methods
+        for method in others:
+            seeds = sorted(s for s in methods[method] if s in methods[baseline])
+            row: dict[str, Any] = {"space": space, "dataset": dataset, "condition": condition, "method": method,
+                                   "baseline": baseline, "seeds": seeds}
+            for key in PAIRED_KEYS:
+                pairs = [(methods[method][s][key], methods[baseline][s][key]) for s in seeds]
+                row[key] = _stats([a - b for a, b in pairs if a is not None and b is not None])
+            tests = [(methods[method][s]["test_acc"], methods[baseline][s]["test_acc"]) for s in seeds]
+            tests = [(a, b) for a, b in tests if a is not None and b is not None]
+            row["test_higher"] = [sum(1 for a, b in tests if a > b), len(tests)]
+            out.append(row)
+    return out
+
+
 def ranks(summary: list[dict]) -> tuple[list[tuple], dict[str, dict[tuple, float]], dict[str, float]]:
     """(groups, method -> {group: rank}, method -> average rank) by mean test accuracy; methods without a test
     accuracy in a group are not ranked there."""
@@ -140,6 +171,7 @@ def build(store: Store) -> dict:
     groups, rank_table, average = ranks(summary)
     counts = {s: sum(1 for c in store.cells() if c["status"] == s) for s in SHOWN_STATUSES}
     return {"grid": grid.name, "description": grid.description, "cells": counts, "summary": summary,
+            "paired": paired(shown),
             "ranks": {"groups": [list(g) for g in groups],
                       "methods": {m: {"/".join(g): v for g, v in r.items()} for m, r in rank_table.items()},
                       "average": average},
@@ -200,6 +232,19 @@ def sections(report: dict) -> list[Section]:
                           pm(r["skip_normal"], 1, 1), pm(r["genotype_skip_normal"], 1, 1), pm(r["eigenvalue"], 1, 3),
                           pm(r["eigenvalue_settled"], 1, 3), pm(r["params"], 1e-6, 3), best_text])
         out.append(Section(f"{space} · {dataset} · {condition}", "mean ± sample std over seeds", header, table))
+    pairs = [r for r in report["paired"] if r["seeds"]]
+    if pairs:
+        several = len({(r["space"], r["dataset"], r["condition"]) for r in pairs}) > 1
+        rows = [[*([f"{r['space']} · {r['dataset']} · {r['condition']}"] if several else []),
+                 f"{r['method']} − {r['baseline']}", ", ".join(map(str, r["seeds"])), pm(r["test_acc"]),
+                 f"{r['test_higher'][0]} of {r['test_higher'][1]}", pm(r["valid_acc"]),
+                 pm(r["genotype_skip_normal"], 1, 1), pm(r["eigenvalue_settled"], 1, 3)] for r in pairs]
+        out.append(Section("Paired by seed", "each method minus the grid's first method on the same seed (the same "
+                                             "data split, initial weights and from-scratch data): mean ± sample std "
+                                             "of the per-seed differences; accuracies in points",
+                           [*(["space · dataset · condition"] if several else []), "method − baseline", "seeds",
+                            "Δ test", "test higher in", "Δ held out", "Δ skips (genotype)", "Δ λ_max (N batches)"],
+                           rows))
     groups, table, average = report["_groups"], report["_rank_table"], report["ranks"]["average"]
     if average:
         rows = [[m, *[_num(table[m].get(g), 1) for g in groups], f"{average[m]:.2f}"]

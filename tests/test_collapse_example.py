@@ -90,3 +90,13 @@ def test_every_number_of_the_collapse_outcome_is_a_row_of_the_bench_report():
         assert (skips, many, share) == (r[6], r[8], r[9]), method
         assert (supernet, held, test) == tuple(f"{v} %" for v in r[10:13]), method
         assert params == f"{round(float(r[13]) * 1000)} k", method
+
+
+def test_the_pages_summary_and_paired_tables_are_the_reports():
+    """docs/collapse.md's "Over the seeds" tables (mean ± std per method; each method minus DARTS seed by seed) are
+    copied from docs/collapse-report.md: every row must be the report's, cell for cell."""
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    page, report = (docs / "collapse.md").read_text(), (docs / "collapse-report.md").read_text()
+    for header in ("| method | n |", "| method − baseline |"):
+        rows = _table_rows(page, header)
+        assert rows and rows == _table_rows(report, header), header

@@ -47,7 +47,8 @@ def main(out: str = "runs/collapse") -> None:
             print(row(chosen[seed]))
         print(*[row(e) for e in done if e["seed"] == seed and e["method"] == "lambda-darts"], sep="\n")
     print()
-    print(*[row(e) for e in done if e["method"] == "rdarts-l2"], sep="\n")
+    grid = sorted((e for e in done if e["method"] == "rdarts-l2"), key=lambda e: (e["seed"], e["position"]))
+    print(*[row(e) for e in grid], sep="\n")  # seed by seed, the weight decays in grid order
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ selection by the held-out accuracy of the genotypes trained from scratch). This 
     robustdarts bench report runs/collapse --out docs/collapse-report.md
 
 with two conveniences: ``--seeds`` and ``--methods`` run a part of the grid (``--seeds 2``: one seed's 5 searches and
-5 trainings, about 1.5 h on 2 cores; the whole grid about 4.5 h), and ``--select oneshot`` selects R-DARTS(L2) by
+5 trainings, about 2.5-3 h on 2 cores; the whole grid about 8 h), and ``--select oneshot`` selects R-DARTS(L2) by
 the supernet's final validation accuracy instead. A second call resumes (finished cells are not recomputed). The
 report holds every number of docs/collapse.md's tables: skips per epoch, λ_max on one batch and over 16, conv
 share, supernet, held-out and test accuracy, and R-DARTS(L2)'s grid with its held-out scores.

@@ -161,7 +161,7 @@ def test_presets_are_listed_and_collapse_cpu_is_the_collapse_example_protocol():
         assert cell.conditions[0].train == {**vars(train)}
         assert cell.measure == {"eigenvalue_batches": 16}
     assert sorted({c.search["weight_decay"] for c in plan.cells if c.method == "rdarts-l2"}) == [9e-4, 27e-4, 81e-4]
-    # The plan's cost is of the order the docs measured (about 4.5 h on two cores, i.e. 9 thread-hours).
+    # The plan's cost is of the order docs/collapse.md measured (about 8 h on two cores, 16 thread-hours).
     assert 3 < plan.summary()["cpu_hours"] < 20
 
 

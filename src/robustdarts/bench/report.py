@@ -4,8 +4,8 @@ Per (space, dataset, condition), each method's mean ± sample standard deviation
 accuracy of the architecture trained from scratch, held-out validation accuracy, the supernet's final validation
 accuracy, skip count, λ_max, parameters) and best-of-k (the test accuracy of the seed that validates best); each
 method against the grid's first one seed by seed (the paired differences: a seed fixes data and initialization for
-all methods); the average rank of each method across those groups (LHD's ranking: rank 1 = best mean test accuracy, ties share the
-mean rank); the protocol's selections with every candidate's score; one row per cell and condition; failures with
+all methods); the average rank of each method across those groups (LHD's ranking: rank 1 = best mean test
+accuracy, ties share the mean rank); the protocol's selections with every candidate's score; one row per cell and condition; failures with
 their reasons. Plots: λ_max and skip-count curves per method, accuracy against parameters, the rank heat map; the
 HTML report embeds them and is one file.
 """
@@ -120,12 +120,10 @@ def paired(rows: list[dict]) -> list[dict]:
             seeds = sorted(s for s in methods[method] if s in methods[baseline])
             row: dict[str, Any] = {"space": space, "dataset": dataset, "condition": condition, "method": method,
                                    "baseline": baseline, "seeds": seeds}
-            for key in PAIRED_KEYS:
-                pairs = [(methods[method][s][key], methods[baseline][s][key]) for s in seeds]
-                row[key] = _stats([a - b for a, b in pairs if a is not None and b is not None])
-            tests = [(methods[method][s]["test_acc"], methods[baseline][s]["test_acc"]) for s in seeds]
-            tests = [(a, b) for a, b in tests if a is not None and b is not None]
-            row["test_higher"] = [sum(1 for a, b in tests if a > b), len(tests)]
+            diffs = {key: [a - b for s in seeds for a, b in [(methods[method][s][key], methods[baseline][s][key])]
+                           if a is not None and b is not None] for key in PAIRED_KEYS}
+            row.update({key: _stats(d) for key, d in diffs.items()})
+            row["test_higher"] = [sum(1 for d in diffs["test_acc"] if d > 0), len(diffs["test_acc"])]
             out.append(row)
     return out
 

@@ -15,7 +15,7 @@ Ours is ``robustdarts.supernet.Supernet``; the reference is ``reference_darts.Ne
 Memory: each (implementation, weights) pair runs one step in a fresh process (multiprocessing spawn), so its peak
 resident set size (VmHWM, reset just before the step) is the step's own; we report it minus the RSS just before the
 step. In the same step we sum the bytes autograd saves for backward (``saved_tensors_hooks``; each storage once),
-which is the quantity the design is about (DESIGN.md, "What limits speed here").
+which is the quantity the design is about (docs/design.md, "What limits speed here").
 
 Time: both networks in this process, steps alternating ours/reference in ABBA order so that changes in machine
 load hit both alike; medians over the timed steps, and the median of the paired ratios. One torch thread by default

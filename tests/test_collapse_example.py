@@ -100,3 +100,28 @@ def test_the_pages_summary_and_paired_tables_are_the_reports():
     for header in ("| method | n |", "| method − baseline |"):
         rows = _table_rows(page, header)
         assert rows and rows == _table_rows(report, header), header
+
+
+def test_the_pages_collapse_counts_follow_from_its_outcome_rows_and_definitions():
+    """docs/collapse.md defines collapse before it reads its tables (skip collapse: >= 6 of the normal cell's 8 kept
+    ops are skip_connect; curvature growth: the mean of the last three one-batch λ_max measurements over the mean of
+    the first three is > 1.3); its "Collapse, defined" table must be those definitions applied to its own rows."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "collapse.md").read_text()
+    outcome = _table_rows(page, "| method | seed | skips")
+    grid = [r for r in _table_rows(page, "| R-DARTS(L2) grid point | seed | skips")]
+
+    def counts(rows):
+        final = [int(r[2].split("→")[-1]) for r in rows]
+        curves = [[float(v) for v in r[3].split(" / ")] for r in rows]
+        growth = [sum(c[-3:]) / sum(c[:3]) for c in curves]
+        return [f"{sum(k >= 6 for k in final)} of {len(rows)}", str(sum(k == 8 for k in final)),
+                f"{sum(g > 1.3 for g in growth)} of {len(rows)}"]
+
+    groups = {"DARTS": [r for r in outcome if r[0] == "DARTS"],
+              "R-DARTS(L2), selected": [r for r in outcome if r[0].startswith("R-DARTS(L2)")],
+              "R-DARTS(L2), every grid point but 3e-4": grid,
+              "Λ-DARTS": [r for r in outcome if r[0] == "Λ-DARTS"]}
+    table = {r[0]: r[1:] for r in _table_rows(page, "| runs | skip collapse")}
+    assert set(table) == set(groups)
+    for name, rows in groups.items():
+        assert rows and table[name] == counts(rows), name

@@ -2,7 +2,9 @@
 
 After warmup SP-DARTS's weight steps use softmax(α/τ_s) with τ_s = 1e-3 (every step once C_e = 1). Once α has
 spread, most mixing weights underflow to exactly 0, and the supernet skips those ops in the weight step (its weights
-carry no graph). The arch step still evaluates every op, as DARTS does (its weights carry a graph to α).
+carry no graph): no backward and nothing saved for them, only a forward without autograd that keeps their BN running
+statistics where computing them would (the eval-mode passes of a search read those). The arch step still evaluates
+every op, as DARTS does (its weights carry a graph to α).
 
 α is set to ``alpha_std``·N(0, 1) for both methods (a spread typical of mid-search α; the sparsity, and so the
 speed-up, grows with the spread — right after a 1-epoch warmup the gaps are ~0.1, i.e. exp(−100), about the float32
@@ -82,6 +84,8 @@ def main() -> None:
 
     calls = {"darts": count_op_calls(dense.supernet, lambda: dense.weight_step(dense_ctx, x, y)),
              "sp-darts": count_op_calls(sparse.supernet, lambda: sparse.weight_step(ctx, x, y))}
+    # Skipped ops still run a forward without autograd, to keep their BN statistics current (supernet._keep_current).
+    statistics_calls = count_op_calls(sparse.supernet, lambda: sparse.weight_step(ctx, x, y), statistics=True)
     weights = sparse.relaxed(ctx, "weight")
     active = sum(int((w != 0).sum()) for k, w in weights.items() if k in sparse.space.cell_types)
     total = sum(w.numel() for k, w in weights.items() if k in sparse.space.cell_types)
@@ -102,7 +106,8 @@ def main() -> None:
           + (f" (from {args.run})" if args.run else ""))
     print(f"SP-DARTS at τ_s = {tau:g}: {active}/{total} mixing weights non-zero "
           f"({100 * active / total:.1f}%, 'none' included)")
-    print(f"op calls per weight step: DARTS {calls['darts']}, SP-DARTS {calls['sp-darts']}")
+    print(f"op calls per weight step: DARTS {calls['darts']}, SP-DARTS {calls['sp-darts']} (+ {statistics_calls} "
+          f"forwards without autograd of skipped ops, for their BN statistics)")
     print(f"weight step: DARTS {med['darts_w'] * 1e3:.1f} ms, SP-DARTS {med['sp_w'] * 1e3:.1f} ms, "
           f"ratio {med['darts_w'] / med['sp_w']:.2f}x")
     print(f"arch step:   DARTS {med['darts_a'] * 1e3:.1f} ms, SP-DARTS {med['sp_a'] * 1e3:.1f} ms (both dense)")

@@ -34,7 +34,7 @@ def test_select_keeps_the_op_whose_removal_hurts_most_and_the_edges_that_matter(
     def measure(weights):
         return float(sum((importance[c] * weights[c]).sum() for c in space.cell_types))
 
-    decisions = select(space, projection, current, measure, lambda: tunes.append(1), torch.Generator().manual_seed(1),
+    decisions = select(space, projection, current, measure, lambda epochs: tunes.append(epochs), torch.Generator().manual_seed(1),
                        allow_none=False)
     ops = space.ops["normal"][0]
     for d in (d for d in decisions if d["kind"] == "op"):

@@ -24,10 +24,11 @@ def policy_names() -> list[str]:
 
 
 def derive_from_run(run_dir: str | Path, epoch: int | None = None, policy: str | None = None,
-                    condition: str | None = None, **options):
+                    condition: str | None = None, progress: bool = False, console=None, **options):
     """(genotype, epoch). ``policy='selective-stop'`` picks the epoch by the operation-magnitude rule (spec L §6.2)
     and derives it with the space's own rule; ``policy='darts-pt'`` selects by perturbation on the trained supernet
-    (``search/darts_pt.py``; ``options``: tune_epochs, val_images, seed) and writes ``darts_pt.json``."""
+    (``search/darts_pt.py``; ``options``: tune_epochs, val_images, seed, listener) and writes ``darts_pt.json``,
+    with a progress bar on ``console`` when ``progress`` (every other policy takes a moment and shows none)."""
     if policy is not None and policy not in policy_names():
         raise unknown("discretization policy", policy, policy_names())
     run = RunDir(run_dir)
@@ -37,7 +38,7 @@ def derive_from_run(run_dir: str | Path, epoch: int | None = None, policy: str |
         if epoch is not None or condition is not None:
             raise RobustDartsError("--policy darts-pt selects from the run's final supernet; drop --epoch and "
                                    "--condition.")
-        genotype, report = darts_pt(run_dir, **options)
+        genotype, report = darts_pt(run_dir, progress=progress, console=console, **options)
         return genotype, report["epoch"]
     if options:
         raise RobustDartsError(f"{', '.join(sorted(options))} apply to --policy darts-pt only.")

@@ -4,16 +4,19 @@
 architecture. ``weights`` is a mixing-weights dict (see relax.py): per cell type an (edges, ops) tensor shared by
 all cells of that type, or a list with one tensor per cell of that type (Λ-DARTS per-cell copies).
 
-Two things keep a step cheap on a memory-bound CPU (DESIGN.md):
+Two things keep a step cheap on a memory-bound CPU (docs/design.md, "What limits speed here"):
 - ops that begin with ReLU share one ``relu(state)`` per source state instead of one each;
 - a candidate op whose weight is exactly zero and that needs no gradient (the weights do not require grad) is not
-  computed at all; sparse relaxations (GDAS, SP-DARTS at small τ) get their speed from this. ``none`` is never
-  computed: its output is zero, so its term is zero whatever its weight (its α still gets gradient through the
-  softmax normalization). The skip leaves training as it would be with the op computed: the op's term is exactly
-  0 either way, and its parameters' gradient is exactly 0 — the search loop keeps it a zero tensor rather than
-  None, so that SGD's momentum and weight decay still move those parameters. One difference remains: the BN
-  running statistics of a skipped op are not updated (they only matter in eval mode, and the search validates
-  with its own weights). ``skip_zero_ops=False`` computes every op (no host sync at all).
+  computed for the output, and nothing of it is kept for backward; sparse relaxations (GDAS, SP-DARTS at small τ)
+  get their speed from this. ``none`` is never computed: its output is zero, so its term is zero whatever its
+  weight (its α still gets gradient through the softmax normalization). The skip leaves the search as it would be
+  with the op computed: the op's term is exactly 0 either way, and its parameters' gradient is exactly 0 — the
+  search loop keeps it a zero tensor rather than None, so that SGD's momentum and weight decay still move those
+  parameters; and in a training pass a skipped op with BN running statistics (or random draws) still runs its
+  forward without autograd, so that its statistics move as computing it would move them. They are read in eval
+  mode during the search — by SDARTS-ADV's attack at every step, by the epoch-end supernet validation — and stale
+  ones changed SDARTS-ADV's α and genotype (``_keep_current``; tests/test_skip_statistics.py). ``skip_zero_ops=False``
+  computes every op (no host sync at all).
 
 ``Supernet.configure`` switches how, not what, it computes (config fields of the same names; same logits and
 gradients to float tolerance, tests/test_speed_options.py; measured in benchmarks/supernet_step.py): NHWC memory
@@ -24,6 +27,7 @@ recomputation of mixed edges or cells in backward, torch.compile of each op.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import weakref
 from dataclasses import dataclass
@@ -77,6 +81,8 @@ class MixedEdge(nn.Module):
             make_op(self.op_names[i], C_ops, stride, family=family, affine=False, pool_bn=True, shared_relu=True)
             for i in self.slots
         )
+        # What a skipped op must still do, by slot: draw its random numbers, move its BN statistics (_keep_current).
+        self.side_effects = {slot: side_effect(op) for slot, op in zip(self.slots, self.ops)}
         # A method's un-weighted extra op on every edge (DARTS-'s auxiliary skip), scaled from outside.
         self.extra = options.extra(C, stride) if options.extra is not None else None
 
@@ -92,8 +98,14 @@ class MixedEdge(nn.Module):
             x, rest = x[:, :c], x[:, c:]
             x_relu = x_relu[:, :c] if x_relu is not None else None
         out = None
+        training = None  # whether this is a training pass: asked only once an op is skipped (see _keep_current)
         for slot, op in zip(self.slots, self.ops):
             if not active[slot]:
+                effect = self.side_effects[slot]
+                if effect is not None and training is None:
+                    training = self.training and torch.is_grad_enabled()
+                if (effect == "random" or (effect == "statistics" and training)) and not _under_torch_func():
+                    _keep_current(op, x, x_relu)
                 continue
             if x_relu is None and takes_relu(op):  # recomputed edges make their own (not kept for backward)
                 x_relu = F.relu(x)
@@ -114,6 +126,44 @@ class MixedEdge(nn.Module):
             y = scale * self.extra(full)
             out = y if out is None else out + y
         return out
+
+
+def side_effect(op: nn.Module) -> str | None:
+    """What running ``op`` changes besides its output: ``random`` (it draws from the global generator: an op that
+    says ``draws_random``, S4's ``noise``), ``statistics`` (BN running statistics: any buffer), or None."""
+    if getattr(op, "draws_random", False):
+        return "random"
+    return "statistics" if any(True for _ in op.buffers()) else None
+
+
+_STATISTICS_PASS: contextvars.ContextVar[bool] = contextvars.ContextVar("statistics_pass", default=False)
+
+
+def _keep_current(op: nn.Module, x: torch.Tensor, x_relu: torch.Tensor | None) -> None:
+    """The forward of a skipped op for its side effects alone: no graph, nothing kept, the output dropped.
+
+    Every reference computes a zero-weighted op (0·op(x)), so in a training pass its BN running statistics move,
+    and in any pass a random op draws. Eval-mode passes during the search read those statistics — SDARTS-ADV's PGD
+    attack at every step, the epoch-end supernet validation (``supernet_val_acc``, which bench may select by),
+    λ_max with ``hessian_bn_mode: eval`` — so statistics left where the op was last computed made SDARTS-ADV's α
+    and genotype, and every sparse method's validation metrics, depend on the skip; a skipped ``noise`` op shifted
+    every later draw. Keeping them current costs one forward without autograd of each skipped op that has
+    statistics (not its backward, nor the activations a backward would keep: most of the skip's saving on a
+    memory-bound CPU remains); the skip then changes nothing but time and memory. That is the cheapest rule that
+    is right for every method: any step's statistics reach every later epoch-end validation through BN's moving
+    average, so no step may leave them behind. Statistics move only in training passes (train mode, gradients on),
+    where they persist: the train-mode passes without gradients are measurements that restore them afterwards
+    (DARTS-PT's, the leakage recalibration). Nothing runs inside torch.func (the Hessian's passes compute every op,
+    and stop BN tracking)."""
+    token = _STATISTICS_PASS.set(True)
+    try:
+        with torch.no_grad():
+            if takes_relu(op):
+                op(x_relu if x_relu is not None else F.relu(x))
+            else:
+                op(x)
+    finally:
+        _STATISTICS_PASS.reset(token)
 
 
 def _mixed_op(op: nn.Module, x: torch.Tensor, weight: torch.Tensor, pools: dict | None, mix_in_bn: bool):
@@ -494,14 +544,16 @@ class Supernet(nn.Module):
         return self.classifier(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
-def count_op_calls(supernet: nn.Module, fn: Callable[[], object]) -> int:
+def count_op_calls(supernet: nn.Module, fn: Callable[[], object], statistics: bool = False) -> int:
     """How many candidate-op forwards ``fn()`` runs in ``supernet`` (forward hooks on every edge's ops, removed
-    afterwards): the measure of the zero-weight skip in tests and in ``benchmarks/sparse_step.py``."""
+    afterwards): the measure of the zero-weight skip in tests and in ``benchmarks/sparse_step.py``. Counted are the
+    forwards that compute an output; with ``statistics``, instead, the side-effect-only forwards of skipped ops
+    (``_keep_current``)."""
     calls = 0
 
     def hook(*_):
         nonlocal calls
-        calls += 1
+        calls += _STATISTICS_PASS.get() == statistics
 
     handles = [op.register_forward_hook(hook)
                for cell in supernet.cells for edge in getattr(cell, "edges", []) for op in edge.ops]

@@ -11,6 +11,7 @@ DARTS (row 1) are in ``darts.py``; SP-DARTS (row 9) in ``sparse.py``; DARTS- and
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -66,7 +67,11 @@ class Gdas(_Sampling):
     edge (node-joint, one (input, op) pair per node, in LHD; the LHD sum output too), straight-through, τ linear
     from 10 to 0.1 over the run.
 
-    Unsampled ops get weight exactly 0.0 with no gradient path, so the weight step skips them. Fixed on purpose:
+    Unsampled ops get weight exactly 0.0 with no gradient path, so the weight step skips them; as for every method,
+    a skipped op still runs a forward without autograd that moves its BN running statistics (supernet
+    ``_keep_current``), so that nothing depends on the skip. The reference runs the sampled op only, so its unsampled
+    ops' statistics stay where they were: a deliberate difference, read only by the eval-mode supernet validation
+    (``val_loss``/``val_acc``), never by α or the genotype. Fixed on purpose:
     the reference adds the zero-valued weights of unsampled edges as scalars to the node sum, which injects a
     spurious arch gradient (spec L §8 item 8; ``relax.gumbel_hard``). The supernet is validated with the argmax
     one-hot of α (the mode of the sampler); the genotype reads softmax(α) at τ = 1, as LHD's dump.
@@ -177,6 +182,9 @@ class Gaea(Recipe):
         return weights
 
 
+PC_DARTS_EPOCHS = 50  # the run the paper's warmup of 15 epochs belongs to
+
+
 def node_softmax(space, logits: torch.Tensor) -> torch.Tensor:
     """Softmax of per-edge logits over each node's incoming edges (PC-DARTS' edge normalization β̃)."""
     return torch.cat([torch.softmax(logits[r.start:r.stop], dim=0) for r in map(space.node_edges, range(space.steps))])
@@ -185,6 +193,9 @@ def node_softmax(space, logits: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class PcDartsOptions:
     RANGES: ClassVar[dict[str, Range]] = {"arch_warmup": AT_LEAST_0}
+    # Options counted in epochs of the paper's run: a sizes preset that shortens the run scales them with it
+    # (methods.search_config), unless the user set them.
+    EPOCH_COUNTS: ClassVar[tuple[str, ...]] = ("arch_warmup",)
 
     edge_norm: bool = True  # per-edge β, softmaxed over each node's inputs, scaling the whole edge
     arch_warmup: int = 15  # epochs of weight training before the first arch step
@@ -201,9 +212,24 @@ class PcDarts(Darts):
     step (and no validation batch drawn) before epoch ``arch_warmup``. LHD's copy has no edge normalization (its
     node-joint softmax stands in for it) and leaves the bypass unweighted (spec L §8 item 9): the LHD recipe sets
     ``edge_norm: false`` to replicate it.
+
+    The warmup: the paper and both codes train the weights alone for the first 15 of 50 epochs (``train_search.py``:
+    ``if epoch >= 15: architect.step(...)``, a constant; LHD's copy the same, spec L §3 row 7). A sizes preset that
+    shortens the run (``--preset tiny``: 6 epochs) scales it with the run, round(15·E/50) (2 at tiny), where the
+    user did not set ``arch_warmup``, so that α is trained at every size as in the paper's proportion; a run no
+    longer than its warmup never trains α, and says so once, as a warning, when the recipe is made.
     """
 
     Options = PcDartsOptions
+
+    def __init__(self, cfg, space):
+        super().__init__(cfg, space)
+        warmup, epochs = self.opts.arch_warmup, cfg.epochs
+        if warmup >= epochs:
+            scaled = min(epochs - 1, round(warmup * epochs / PC_DARTS_EPOCHS))
+            warnings.warn(f"{cfg.method} never trains α in this run: its arch_warmup is {warmup} epochs and the run "
+                          f"has {epochs}; set method.arch_warmup below {epochs} (e.g. --set method.arch_warmup="
+                          f"{scaled}, the paper's 15 of {PC_DARTS_EPOCHS} epochs scaled to this run).", stacklevel=2)
 
     @property
     def edge_betas(self) -> bool:

@@ -37,8 +37,11 @@ def pgd_attack(supernet, forward, space, x, y, weights: dict, eps: float, steps:
     ``steps`` sign-gradient ascent steps of size 2ε/steps from a uniform random start, each followed by the
     projection into the ε-ball around the unperturbed probabilities and the simplex clip. The supernet is in eval
     mode during the attack (BN on running statistics, nothing updated; as the reference) and its train/eval flag
-    is restored after. If the attack did not raise the loss, the unperturbed probabilities are returned (the
-    reference reverts too). No gradient reaches the network weights: ∂/∂p only.
+    is restored after. Those statistics include the ops that earlier weight steps skipped at weight 0 (the simplex
+    clip makes exact zeros): the supernet keeps them current, so the attack, and α after it, do not depend on the
+    skip (supernet ``_keep_current``; tests/test_skip_statistics.py). If the attack did not raise the loss, the
+    unperturbed probabilities are returned (the reference reverts too). No gradient reaches the network weights:
+    ∂/∂p only.
     """
     keys = list(space.cell_types)
     center = {c: weights[c].detach() for c in keys}

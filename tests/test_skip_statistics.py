@@ -1,0 +1,87 @@
+"""The zero-weight skip changes nothing but time (issue 25, fidelity 1).
+
+The truth is the supernet with the skip off: every op computed as 0·op(x), as every reference computes it (the
+SmoothDARTS, SP-DARTS and DARTS code). A skipped op still moves its BN running statistics in training passes and
+still draws its random numbers, so the eval-mode passes during a search — SDARTS-ADV's PGD attack at every step,
+the epoch-end supernet validation — read what they would read with every op computed.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from conftest import tiny_config
+from robustdarts.search.loop import Search
+from robustdarts.supernet import Supernet, count_op_calls
+
+
+def _search(method: str, space: str, skip: bool, **overrides) -> tuple[Search, list[dict]]:
+    """A tiny search run to its end with the skip on or off; returns it and its epoch records."""
+    search = Search(tiny_config(method, space, skip_zero_ops=skip, **overrides), None, progress=False)
+    records: list[dict] = []
+    search.epoch_hooks = (lambda s, record: records.append(dict(record)),)
+    search.run()
+    return search, records
+
+
+def _assert_same_search(skipping: Search, computing: Search, records: tuple[list, list]) -> None:
+    a, b = skipping.arch.as_dict(), computing.arch.as_dict()
+    for key in a:
+        assert torch.allclose(a[key], b[key], rtol=0, atol=1e-7), key
+    assert skipping.genotype == computing.genotype
+    for (name, x), y in zip(skipping.supernet.state_dict().items(), computing.supernet.state_dict().values()):
+        assert torch.allclose(x.double(), y.double(), rtol=0, atol=1e-6), name  # running statistics included
+    for mine, truth in zip(*records):
+        for key in ("train_loss", "val_loss", "val_acc", "skip_normal"):
+            assert mine[key] == truth[key], (mine["epoch"], key)
+
+
+def test_sdarts_adv_takes_the_same_steps_with_and_without_the_skip():
+    """SDARTS-ADV at ε 0.3 from the first step (the simplex clip zeroes many probabilities): its PGD attack runs in
+    eval mode on the running statistics of ops that the weight steps before it skipped. 4 steps (2 epochs of 2),
+    2 attack steps each (a size: the attack is the same at 7). Before the fix α differed by 1e-3 here and the
+    genotype changed."""
+    overrides = dict(epochs=2, method_options={"epsilon_min": 0.3, "attack_steps": 2})
+    skipping, on = _search("sdarts-adv", "darts", True, **overrides)
+    computing, off = _search("sdarts-adv", "darts", False, **overrides)
+    _assert_same_search(skipping, computing, (on, off))
+    # The skip did skip, and kept statistics current where it did: a weight step now, with the attack's ε.
+    x, y = next(skipping.train_stream)
+    ctx = skipping.context()
+    step = lambda: skipping.weight_step(ctx, x, y)  # noqa: E731
+    assert count_op_calls(skipping.supernet, step, statistics=True) > 0
+
+
+def test_gdas_on_s4_validates_and_draws_noise_the_same_with_and_without_the_skip():
+    """GDAS' weight steps compute only the sampled op; its epoch-end validation (eval mode, the argmax one-hot)
+    reads statistics of ops that recent steps did not sample, and S4's skipped ``noise`` ops would draw nothing,
+    shifting every later draw. α, genotype, validation metrics and every buffer as with every op computed."""
+    skipping, on = _search("gdas", "s4", True, epochs=2)
+    computing, off = _search("gdas", "s4", False, epochs=2)
+    _assert_same_search(skipping, computing, (on, off))
+
+
+def test_a_skipped_op_moves_its_statistics_only_in_training_passes():
+    """Hand-checked on one edge: a zero-weighted conv op's BN running mean after one training step equals the one
+    computed with the skip off; eval-mode and no-gradient passes (measurements) run nothing for a skipped op."""
+    torch.manual_seed(0)
+    nets = [Supernet("s3", C=4, layers=3, num_classes=10) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    nets[1].skip_zero_ops = False
+    weights = {c: torch.zeros(14, 3) for c in ("normal", "reduce")}
+    for w in weights.values():
+        w[:, 1] = 1.0  # s3: none, skip_connect, sep_conv_3x3; the convs get weight 0
+    x = torch.randn(4, 3, 8, 8)
+    for net in nets:
+        net(x, weights).sum().backward()
+    conv = nets[0].cells[0].edges[0].ops[1]
+    stats = [dict(n.cells[0].edges[0].ops[1].named_buffers()) for n in nets]
+    assert stats[0]["3.running_mean"].abs().sum() > 0  # moved from its initial zeros
+    for key in stats[1]:
+        assert torch.equal(stats[0][key], stats[1][key]), key
+    before = {k: v.clone() for k, v in conv.named_buffers()}
+    with torch.no_grad():
+        assert count_op_calls(nets[0], lambda: nets[0](x, weights), statistics=True) == 0  # a measurement
+    nets[0].eval()
+    assert count_op_calls(nets[0], lambda: nets[0](x, weights), statistics=True) == 0
+    assert all(torch.equal(before[k], v) for k, v in conv.named_buffers())

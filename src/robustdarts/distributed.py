@@ -162,6 +162,32 @@ def init_from_env(device: str) -> Shard:
     return shard
 
 
+def die_with_parent(parent: int) -> None:
+    """End this process when ``parent`` (the launcher of ``--nproc``) dies, however it dies: a SIGKILL of the
+    launcher must not leave ranks computing, holding the run's lock and the gloo port. On Linux the kernel sends
+    SIGKILL (``PR_SET_PDEATHSIG``; torch's own spawn sets SIGINT, which a launcher started in the background ignores,
+    and so do its children); elsewhere a thread polls the parent's pid. A parent already gone before this call
+    (the race of an early kill) ends the process at once."""
+    import signal
+    import threading
+    import time
+
+    try:
+        import ctypes
+        watched = ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL) == 0  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        watched = False
+    if os.getppid() != parent:
+        os._exit(1)
+    if not watched:
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(0.5)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="robustdarts-parent-watch", daemon=True).start()
+
+
 def check_world(cfg, world: int) -> None:
     """The global batch must split evenly: each rank's slice is batch_size / N images."""
     if world > 1 and cfg.batch_size % world:

@@ -28,3 +28,21 @@ def first_line(error: BaseException, limit: int = 120) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     useful = [line for line in lines if not line.endswith(":")] or lines or [type(error).__name__]
     return useful[0][:limit]
+
+
+_WARNED: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """One line on stderr, once per process and message: for what must not stop the work that does not use it (a
+    plugin that fails to load leaves the built-ins working)."""
+    import sys
+
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print(f"warning: {message}", file=sys.stderr)
+
+
+def forget_warnings() -> None:
+    """Let every warning print again (tests that load plugins anew)."""
+    _WARNED.clear()

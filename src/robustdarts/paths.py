@@ -2,8 +2,8 @@
 
 Why: a search writes its drawing, and ``derive`` / ``plot`` their files, only at the end; a path on a file, under a
 file, in an unwritable place or with a format we cannot write used to fail after minutes (or hours) of work, or
-with an OSError traceback. Each check is one sentence naming the option, the path and what is wrong, and creates
-nothing.
+with an OSError traceback. Each check is one sentence naming the option, the path and what is wrong, and leaves
+nothing behind (a writability probe is removed at once).
 """
 
 from __future__ import annotations
@@ -31,8 +31,23 @@ def _check_creatable(path: Path, what: str, kind: str) -> None:
         raise RobustDartsError(f"{what} {path} lies under {ancestor}, which is a file, not a directory; choose a "
                                f"{kind} path under a directory.")
     target = ancestor if ancestor.is_dir() else ancestor.parent
-    if not os.access(target, os.W_OK | os.X_OK):
+    if not os.access(target, os.W_OK | os.X_OK) or not _can_create_in(target):
         raise RobustDartsError(f"{what} {path} cannot be written: {target} is not writable; choose another place.")
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a file can really be created in ``folder``: ``os.access`` answers yes to root for /proc, /sys or a
+    read-only mount's folders, where creating fails (``search --draw /proc/x.png`` then failed after the whole
+    search). A probe file is created and removed at once, so nothing is left."""
+    import tempfile
+
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".robustdarts-probe-")
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(probe)
+    return True
 
 
 def check_output_dir(path: str | Path, what: str = "--out") -> Path:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from . import __version__
 from .atomic import atomic_write, atomic_write_text  # re-exported: methods and examples import them from here
@@ -57,6 +58,37 @@ def load_tensors(path: Path, what: str = "checkpoint") -> dict:
         raise RobustDartsError(f"{what} {path} was not written by robustdarts (no '{CHECKPOINT_FORMAT}' tag); "
                                f"point to a robustdarts run directory.")
     return obj
+
+
+MAX_METRICS_BYTES = 256 * 2**20  # ~100,000 epochs of records; more is not a metrics file
+
+
+def read_text_file(path: Path, limit: int) -> str:
+    """A regular file's UTF-8 text, at most ``limit`` bytes. A run file is never a device, FIFO or directory: one
+    planted as a symlink to /dev/zero (endless) or a FIFO (blocks forever on open) is refused before reading, and
+    the size is bounded while reading (a file can grow after the check). Opened non-blocking, so a FIFO never
+    blocks the open itself."""
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise _bad(path, f"cannot be opened ({e.strerror or type(e).__name__})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _bad(path, "is not a regular file (a device, FIFO or directory, perhaps through a symlink)")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise _bad(path, f"cannot be read ({e.strerror or type(e).__name__})") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise _bad(path, f"is larger than {limit // 2**20} MiB, too large for a run file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _bad(path, "cannot be read as text (UnicodeDecodeError)") from None
 
 
 def _bad(path: Path, what: str) -> RobustDartsError:
@@ -223,6 +255,7 @@ class RunDir:
             self.check_new()
         self.remove_temp_files()
         atomic_write_text(self.config_path, to_yaml(cfg))
+        self.record_space(getattr(cfg, "space", None))
         atomic_write_text(self.path / "environment.json", json.dumps(environment(), indent=2))
         if self.metrics_path.exists():
             self.metrics_path.unlink()
@@ -261,8 +294,28 @@ class RunDir:
                     removed.append(tmp)
         return removed
 
+    @property
+    def space_path(self) -> Path:
+        return self.path / "space.yaml"
+
+    def record_space(self, name: str | None) -> None:
+        """Write a user's space definition (a YAML space) beside config.yaml, which names it only: derive, train,
+        show and --resume then work from the run alone, even once the user's file is gone or changed."""
+        from .spaces.registry import BUILTIN_SPACES, SPACES
+
+        if name is not None and name not in BUILTIN_SPACES and name in SPACES:
+            atomic_write_text(self.space_path, yaml.safe_dump(SPACES[name].definition(), sort_keys=False,
+                                                               default_flow_style=None))
+
+    def register_space(self) -> None:
+        """Register the space this run recorded (space.yaml), if any, under its name."""
+        if self.space_path.is_file():
+            from .spaces.registry import load_space
+            load_space(self.space_path)
+
     def load_config(self, cls):
-        """config.yaml, typed and range-checked (load_yaml); errors name the file."""
+        """config.yaml, typed and range-checked (load_yaml); errors name the file. A user's space that the run
+        recorded is registered, so that the config's space name resolves in this process too."""
         if not self.path.is_dir():
             why = "a file" if self.path.exists() else "it does not exist"
             raise RobustDartsError(f"{self.path} is not a robustdarts run directory ({why}); "
@@ -270,7 +323,30 @@ class RunDir:
         if not self.config_path.is_file():
             raise RobustDartsError(f"{self.path} is not a robustdarts run directory (no config.yaml); "
                                    f"pass the directory that a search or train command created.")
-        return load_yaml(cls, self.config_path)
+        try:
+            cfg = load_yaml(cls, self.config_path)
+        except RobustDartsError:
+            self._check_kind(cls)  # a search run given where a training run belongs (or back): say that instead
+            raise
+        self.register_space()
+        return cfg
+
+    def _check_kind(self, cls) -> None:
+        """When config.yaml is a whole config of the other run kind, one sentence saying which kind this run is
+        (``train --resume SEARCH_RUN`` used to say "unknown field 'amp'")."""
+        from .config import SearchConfig, TrainConfig, read_fields
+
+        if cls not in (SearchConfig, TrainConfig):
+            return
+        other = TrainConfig if cls is SearchConfig else SearchConfig
+        try:
+            read_fields(other, self.config_path)
+        except RobustDartsError:
+            return  # not the other kind either: the error about the file stands
+        this, that = ("search", "training") if other is SearchConfig else ("training", "search")
+        command = f"robustdarts search --resume {self.path}" if other is SearchConfig else \
+            f"robustdarts train {self.path} --resume {self.path}"
+        raise RobustDartsError(f"{self.path} is a {this} run, not a {that} run; continue it with {command}.") from None
 
     def record_resume(self, device: str = "cpu") -> dict[str, tuple]:
         """Called when a resumed run goes on (under the lock): append this session's environment to
@@ -309,10 +385,7 @@ class RunDir:
         path = self.metrics_path
         if not path.exists():
             return []
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise _bad(path, f"cannot be read as text ({type(e).__name__})") from None
+        text = read_text_file(path, MAX_METRICS_BYTES)
         records = []
         for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
@@ -326,6 +399,38 @@ class RunDir:
                 raise _bad(path, f"line {number} is not a metrics record with an integer 'epoch'")
             records.append(record)
         return records
+
+    def check_agrees(self, state: dict, records: list[dict], archive_epochs=None) -> None:
+        """Refuse to resume from files that disagree on how far the run got. After its checkpoint of ``epoch``
+        finished epochs, a run leaves a record of every epoch below it in metrics.jsonl, the last one (epoch - 1)
+        carrying the checkpoint's wall time, and, a search, the α of every such epoch in archive.pt; an
+        interruption between those writes adds at most a record and an α of ``epoch`` itself (dropped on resume).
+        Anything else (metrics.jsonl cut short, an archive of fewer epochs, a checkpoint's epoch edited by hand)
+        would continue from a state no run had, so it is named here with each file's epoch."""
+        epoch = int(state["epoch"])
+        allowed_last = (epoch - 1 if epoch else None, epoch)  # the checkpoint's last epoch, or one more
+
+        def ends(epochs: list[int]) -> str | None:  # what is wrong with a file's epochs (in file order), if anything
+            missing = sorted(set(range(epoch)) - set(epochs))
+            if missing:
+                return f"lacks epoch {missing[0]}"
+            return None if (epochs[-1] if epochs else None) in allowed_last else f"ends at epoch {epochs[-1]}"
+
+        problem = ends([r["epoch"] for r in records])
+        problem = problem and f"{self.metrics_path.name} {problem}"
+        if problem is None and epoch > 0:
+            wall = next((r.get("wall_seconds") for r in reversed(records) if r["epoch"] == epoch - 1), None)
+            if isinstance(wall, (int, float)) and not isinstance(wall, bool) and wall != state["wall"]:
+                problem = f"{self.metrics_path.name}'s epoch {epoch - 1} was recorded with another checkpoint (its " \
+                          f"wall time differs)"
+        if problem is None and archive_epochs is not None:
+            problem = ends(sorted(e for e in archive_epochs if e >= 0))
+            problem = problem and f"{self.archive_path.name} {problem}"
+        if problem is not None:
+            after = f"epoch {epoch - 1}" if epoch else "no epoch"
+            raise RobustDartsError(f"the files of {self.path} disagree: {self.checkpoint_path.name} was saved after "
+                                   f"{after} but {problem}; resuming would continue from a state no run had, so "
+                                   f"restore the files from a copy or start a new run.")
 
     def truncate_metrics(self, epochs_done: int) -> None:
         """Drop records of epochs after the checkpoint (written just before an interruption)."""

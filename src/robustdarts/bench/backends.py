@@ -19,6 +19,7 @@ import signal
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -26,7 +27,7 @@ from typing import Callable
 from ..errors import RobustDartsError, unknown
 from .cell import progress, run_cell_task
 from .plan import Plan
-from .store import Store
+from .store import Store, check_out, replaced_error, units_of
 
 BACKENDS = ("local", "ray")
 RAY_MISSING = ("the ray backend needs Ray, which is not installed; install it with pip install 'robustdarts[ray]' "
@@ -69,6 +70,14 @@ def check_backend(backend: str, address: str | None) -> None:
             raise RobustDartsError(RAY_MISSING) from None
 
 
+def check_workers(workers: int | None, threads: int | None) -> None:
+    """Refuse a count of cells at once or of threads per cell below 1 (None: the default) before anything is
+    written: ``--workers -3`` used to run one cell silently, and 0 the default."""
+    for option, value in (("--workers", workers), ("--threads", threads)):
+        if value is not None and value < 1:
+            raise RobustDartsError(f"{option} must be at least 1, not {value}.")
+
+
 def run_grid(plan: Plan, out: str | Path, backend: str = "local", workers: int | None = None,
              threads: int | None = None, address: str | None = None, retry_failed: bool = False,
              monitor: Callable[[Store, list, float], None] | None = None) -> RunSummary:
@@ -77,11 +86,11 @@ def run_grid(plan: Plan, out: str | Path, backend: str = "local", workers: int |
     from ..runs import environment
 
     check_backend(backend, address)
-    workers = max(int(workers or default_workers()), 1)
-    if threads is not None and threads < 1:
-        raise RobustDartsError(f"--threads must be at least 1, not {threads}.")
+    check_workers(workers, threads)
+    workers = workers or default_workers()
     threads = threads or max((os.cpu_count() or 1) // workers, 1)
     out = Path(out)
+    check_out(out, plan.cells)  # a damaged store, a planted link, a run directory outside out: before any write
     started = time.time()
     with Store(out, create=True) as store:
         part = store.register(plan.grid.to_dict(), plan.cells)
@@ -108,6 +117,9 @@ def run_grid(plan: Plan, out: str | Path, backend: str = "local", workers: int |
             summary.done = sum(1 for r in results.values() if r == "done")
             summary.failed = sum(1 for r in results.values() if r == "failed")
             summary.busy = sum(1 for r in results.values() if r == "busy")
+            replaced = sum(1 for r in results.values() if r == "replaced")
+            if replaced:  # another grid's plan took this --out: its cells were not recorded under this grid's ids
+                raise replaced_error(out, replaced)
         tick()
         errors = {c["cell_id"]: c["error"] for c in store.cells() if c["status"] == "failed"}
         summary.failures = {cid: errors[cid] for cid in (c.cell_id for c in todo) if cid in errors}
@@ -125,17 +137,69 @@ def longest_first(todo: list, plan: Plan, out: Path) -> list:
 
 
 # ---- local processes ----------------------------------------------------------------------------------------------
+_STOPPING = False  # a worker: Ctrl-C seen, so no further cell starts here
+_IN_CELL = False  # a worker: a cell is running (Ctrl-C stops it; between cells it only sets _STOPPING)
+
+
+def _on_interrupt(signum, frame) -> None:
+    """A worker's SIGINT (the terminal's Ctrl-C reaches the whole process group, or the driver forwards it): the
+    running cell stops where it is, which loses at most the epoch in progress (its checkpoints are atomic and a
+    resume is exact), and no later cell starts. Only the first signal interrupts: a second one (terminal and
+    driver both send it) must not break the first one's unwinding, which records the cell's state."""
+    global _STOPPING
+    if _STOPPING:
+        return
+    _STOPPING = True
+    if _IN_CELL:
+        raise KeyboardInterrupt
+
+
 def _init_worker(threads: int) -> None:
-    """Each worker: its share of the threads, and (Linux) death with the driver, so that killing a grid never
-    leaves orphans writing into run directories."""
+    """Each worker: its share of the threads, (Linux) death with the driver, so that killing a grid never leaves
+    orphans writing into run directories, and Ctrl-C handled as above. The driver starts workers with SIGINT
+    blocked (``_sigint_blocked``), so a Ctrl-C while a worker imports is held until this handler is in place
+    instead of killing the worker with a traceback (which would read as a crashed pool)."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
     try:
         import ctypes
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+    signal.signal(signal.SIGINT, _on_interrupt)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     import torch
     torch.set_num_threads(threads)
+
+
+def _run_cell_in_worker(cell: dict, out: str, threads: int, retry_failed: bool) -> str:
+    """``run_cell_task`` unless Ctrl-C was seen: then 'interrupted', and the cell is not started (the pool may
+    already have handed this worker cells that the driver can no longer cancel)."""
+    global _IN_CELL
+    try:
+        _IN_CELL = True
+        if _STOPPING:
+            return "interrupted"
+        return run_cell_task(cell, out, threads, retry_failed)
+    except KeyboardInterrupt:
+        return "interrupted"  # the store reads the cell as interrupted once this worker is gone; a rerun resumes it
+    finally:
+        _IN_CELL = False
+
+
+@contextmanager
+def _sigint_blocked():
+    """Block SIGINT in this thread while worker processes are started: they inherit the mask (across exec), so
+    a Ctrl-C stays pending in a new worker until ``_init_worker`` has its handler; in the driver, a Ctrl-C that
+    arrives meanwhile is delivered when the block ends (not lost)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _run_local(todo, out: Path, workers: int, threads: int, address, retry_failed: bool, tick) -> dict[str, str]:
@@ -143,18 +207,42 @@ def _run_local(todo, out: Path, workers: int, threads: int, address, retry_faile
     context = mp.get_context("spawn")  # a fresh interpreter per worker: no forked torch thread pools
     with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context, initializer=_init_worker,
                              initargs=(threads,)) as pool:
-        futures = {pool.submit(run_cell_task, c.to_dict(), str(out), threads, retry_failed): c for c in todo}
-        pending = set(futures)
+        futures: dict = {}
         try:
+            with _sigint_blocked():  # submit() starts the workers
+                for c in todo:
+                    futures[pool.submit(_run_cell_in_worker, c.to_dict(), str(out), threads, retry_failed)] = c
+            pending = set(futures)
             while pending:
                 finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
                 for f in finished:
                     results[futures[f].cell_id] = f.result()
+                    if results[futures[f].cell_id] == "interrupted":
+                        raise KeyboardInterrupt  # a worker alone got SIGINT: stop the grid as a whole
                 tick()
         except BrokenProcessPool:
             raise RobustDartsError("a worker process died (killed, or out of memory) while running the grid; the "
                                    "finished cells are kept: rerun the same command to resume.") from None
+        except KeyboardInterrupt:
+            _stop_local(pool, [f for f in futures if not f.done()])
+            raise
     return results
+
+
+def _stop_local(pool: ProcessPoolExecutor, pending: list) -> None:
+    """Ctrl-C in the driver: start no more cells, stop the running ones at once, wait for the workers to say so.
+    Cells not yet handed to a worker are cancelled; the few the pool has already queued for a worker return at
+    once ('interrupted'). SIGINT is forwarded because only a terminal's Ctrl-C reaches the workers by itself (a
+    ``kill -INT`` of the driver, or a driver in another process group, does not); a worker that got both counts one.
+    Then wait for the workers, which end within a step of their cell."""
+    for f in pending:
+        f.cancel()
+    for pid in list(getattr(pool, "_processes", None) or {}):  # the pool keeps no public list of its workers
+        try:
+            os.kill(pid, signal.SIGINT)
+        except OSError:  # already gone
+            pass
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ---- Ray --------------------------------------------------------------------------------------------------------
@@ -172,6 +260,7 @@ def _run_ray(todo, out: Path, workers: int, threads: int, address: str | None, r
         else:  # a local instance sized so that `workers` cells run at once
             ray.init(num_cpus=max(int(round(workers * cpus)), 1), num_gpus=int(gpus * workers) if gpus else 0,
                      include_dashboard=False, log_to_driver=False)
+    pending: list = []
     try:
         task = ray.remote(run_cell_task)
         refs = {task.options(num_cpus=cpus, num_gpus=gpus, max_retries=0).remote(c.to_dict(), str(out), threads,
@@ -188,10 +277,14 @@ def _run_ray(todo, out: Path, workers: int, threads: int, address: str | None, r
                     reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
                     with Store(out) as store:
                         store.finish_cell(cell.cell_id, "failed", f"the Ray task died ({reason}); rerun with "
-                                                                  f"--retry-failed.")
+                                                                  f"--retry-failed.", units_of(cell))
                     results[cell.cell_id] = "failed"
             tick()
         return results
+    except KeyboardInterrupt:  # Ctrl-C: no queued cell starts; running ones get KeyboardInterrupt (resumable)
+        for ref in pending:
+            ray.cancel(ref)
+        raise
     finally:
         if started_here:
             ray.shutdown()

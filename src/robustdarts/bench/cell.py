@@ -22,75 +22,101 @@ import torch
 
 from ..errors import RobustDartsError
 from .grid import Cell, CellCondition, _slug, known_policies
-from .store import Store
+from .store import PlanReplaced, Store, inside, units_of
 
 SETTLED_STREAM_SEED = 7919  # the batches of the end eigenvalue: the same for every method of a seed
 
 
 def run_cell_task(cell: dict, out: str, threads: int | None = None, retry_failed: bool = False) -> str:
     """Process-pool and Ray entry point: plain arguments in, the cell's final status out. What fails outside a
-    cell's own steps (the store unreadable, the disk full) is recorded where possible and never ends the grid."""
+    cell's own steps (the store unreadable, the disk full) is recorded where possible and never ends the grid;
+    'replaced' when the store's plan no longer plans the cell as this runner does (the driver stops then)."""
     spec = Cell.from_dict(cell)
     try:
         return execute_cell(spec, Path(out), threads, retry_failed)
+    except PlanReplaced:
+        return "replaced"
     except Exception as e:  # noqa: BLE001
+        try:  # the traceback goes to the run directory's log only when that directory is a safe place for it
+            log_dir = inside(out, spec.run_dir, f"cell {spec.cell_id}'s run directory")
+        except RobustDartsError:
+            log_dir = Path(out)
         try:
             with Store(Path(out)) as store:
-                store.finish_cell(spec.cell_id, "failed", _reason(e, Path(out) / spec.run_dir))
+                store.finish_cell(spec.cell_id, "failed", _reason(e, log_dir), units=units_of(spec))
         except Exception:  # noqa: BLE001 - nothing more can be recorded; the driver counts it failed
             pass
         return "failed"
 
 
 def execute_cell(cell: Cell, out: Path, threads: int | None = None, retry_failed: bool = False) -> str:
-    """Run ``cell`` into ``out`` and record it; returns 'done', 'failed', or 'busy' when another process holds it.
-    A user error (or any other exception) fails the cell, or the one condition it came from, with one sentence;
-    the traceback of an unexpected exception goes to the cell's ``bench-error.log``."""
+    """Run ``cell`` into ``out`` and record it; returns 'done', 'failed', 'busy' when another process holds it, or
+    'replaced' when the store's plan no longer plans it with these conditions (another grid registered on this
+    --out: nothing of this runner's is recorded under the other grid's ids). A user error (or any other exception)
+    fails the cell, or the one condition it came from, with one sentence; the traceback of an unexpected exception
+    goes to the cell's ``bench-error.log``."""
     if threads:
         torch.set_num_threads(threads)
     out = Path(out)
+    units = units_of(cell)
     with _cell_lock(out, cell.cell_id) as held:
         if not held:
             return "busy"
         with Store(out) as store:
+            if not store.still_planned(cell.cell_id, units):
+                return "replaced"
             finished = store.cell_status().get(cell.cell_id)
             if finished == "done" or (finished == "failed" and not retry_failed):
                 return finished  # another `bench run` on this --out finished it since this one planned
-            store.start_cell(cell.cell_id)
-            run_dir = out / cell.run_dir
             try:
-                search = _search(cell, run_dir)
-                store.finish_search(cell.cell_id, **search_record(search, cell, out))
-            except Exception as e:  # noqa: BLE001 - a failed cell is recorded, and the grid goes on
-                store.finish_cell(cell.cell_id, "failed", _reason(e, run_dir))
-                _release(run_dir)
-                return "failed"
-            failed = []
-            done_rows = {r["condition"]: r for r in store.rows(planned=False) if r["cell_id"] == cell.cell_id}
-            trained: dict[str, dict] = {}  # (genotype, training) -> its numbers: identical trainings run once
-            for row in done_rows.values():
-                if row["status"] == "done" and row["train_dir"] and row["train_config"] is not None:
-                    trained.setdefault(_training_key(row["genotype"], row["train_config"]), _train_numbers(row))
-            for k in cell.conditions:
-                status = done_rows.get(k.label, {}).get("status")
-                if status == "done" or (status == "failed" and not retry_failed):
-                    failed += [k.label] if status == "failed" else []
-                    continue
-                store.start_condition(cell.cell_id, k.label)
-                try:
-                    values = run_condition(search, cell, k, run_dir, out, trained)
-                except Exception as e:  # noqa: BLE001
-                    store.finish_condition(cell.cell_id, k.label, "failed", _reason(e, run_dir))
-                    failed.append(k.label)
-                    continue
-                store.finish_condition(cell.cell_id, k.label, "done", **values)
-            _release(run_dir)
-            if failed:
-                store.finish_cell(cell.cell_id, "failed", f"condition {', '.join(failed)} failed (bench status "
-                                                          f"shows why).")
-                return "failed"
-            store.finish_cell(cell.cell_id, "done")
-            return "done"
+                return _execute(cell, out, store, units, retry_failed)
+            except PlanReplaced:
+                store.abandon(cell.cell_id)
+                _release(out / cell.run_dir)
+                return "replaced"
+
+
+def _execute(cell: Cell, out: Path, store: Store, units: dict[str, str], retry_failed: bool) -> str:
+    """The body of ``execute_cell``, every store write keyed by ``units`` (PlanReplaced ends it)."""
+    # The run directory comes from the store (a cell keeps its first one) or the grid's labels: it must stay under
+    # --out, through no planted link, before anything is created there.
+    run_dir = inside(out, cell.run_dir, f"cell {cell.cell_id}'s run directory")
+    store.start_cell(cell.cell_id, units)
+    try:
+        search = _search(cell, run_dir)
+        store.finish_search(cell.cell_id, units, **search_record(search, cell, out))
+    except PlanReplaced:
+        raise
+    except Exception as e:  # noqa: BLE001 - a failed cell is recorded, and the grid goes on
+        store.finish_cell(cell.cell_id, "failed", _reason(e, run_dir), units)
+        _release(run_dir)
+        return "failed"
+    failed = []
+    done_rows = {r["condition"]: r for r in store.rows(planned=False) if r["cell_id"] == cell.cell_id}
+    trained: dict[str, dict] = {}  # (genotype, training) -> its numbers: identical trainings run once
+    for row in done_rows.values():
+        if row["status"] == "done" and row["train_dir"] and row["train_config"] is not None:
+            trained.setdefault(_training_key(row["genotype"], row["train_config"]), _train_numbers(row))
+    for k in cell.conditions:
+        status = done_rows.get(k.label, {}).get("status")
+        if status == "done" or (status == "failed" and not retry_failed):
+            failed += [k.label] if status == "failed" else []
+            continue
+        store.start_condition(cell.cell_id, k.label, units)
+        try:
+            values = run_condition(search, cell, k, run_dir, out, trained)
+        except Exception as e:  # noqa: BLE001
+            store.finish_condition(cell.cell_id, k.label, "failed", _reason(e, run_dir), units)
+            failed.append(k.label)
+            continue
+        store.finish_condition(cell.cell_id, k.label, "done", units=units, **values)
+    _release(run_dir)
+    if failed:
+        store.finish_cell(cell.cell_id, "failed", f"condition {', '.join(failed)} failed (bench status "
+                                                  f"shows why).", units)
+        return "failed"
+    store.finish_cell(cell.cell_id, "done", units=units)
+    return "done"
 
 
 def _release(run_dir: Path) -> None:
@@ -111,7 +137,10 @@ def _search(cell: Cell, run_dir: Path):
     cfg = cell.search_config()
     if (run_dir / "checkpoint.pt").exists():
         search = Search.resume(run_dir, progress=False)
-        if _comparable(dataclasses.asdict(search.cfg)) != _comparable(cell.search):
+        planned = dict(cell.search)
+        if planned.get("recompute") == "auto":  # chosen by the memory of the machine the cell ran on
+            planned["recompute"] = search.cfg.recompute
+        if _comparable(dataclasses.asdict(search.cfg)) != _comparable(planned):
             raise RobustDartsError(f"{run_dir} holds a search with other settings than cell {cell.cell_id}; move "
                                    f"it away and rerun.")
     else:
@@ -254,7 +283,7 @@ def run_condition(search, cell: Cell, k: CellCondition, run_dir: Path, out: Path
     from ..genotype import Genotype
     from ..train import Train
 
-    folder = condition_dir(run_dir, k)
+    folder = inside(out, condition_dir(run_dir, k).relative_to(out), f"condition {k.label}'s folder")
     records = search.run_dir.read_metrics()
     # The epoch of the search's result: the last, or the stop epoch of an early-stopped run (DARTS-ES), whose
     # genotype.json holds that epoch's architecture.
@@ -348,9 +377,9 @@ def _cell_lock(out: Path, cell_id: str) -> Iterator[bool]:
     except ImportError:  # not POSIX: no cross-process lock
         yield True
         return
-    folder = out / "locks"
+    folder = inside(out, "locks", "the grid's locks folder")
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / f"{cell_id}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(folder / f"{cell_id}.lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -8,6 +8,11 @@ all methods); the average rank of each method across those groups (LHD's ranking
 accuracy, ties share the mean rank); the protocol's selections with every candidate's score; one row per cell and condition; failures with
 their reasons. Plots: λ_max and skip-count curves per method, accuracy against parameters, the rank heat map; the
 HTML report embeds them and is one file.
+
+Labels are the user's text, shown as text: plots parse no mathtext (viz.plain), HTML escapes them, and CSV prefixes
+a text value starting with =, +, -, @, tab or carriage return with ' (a spreadsheet would run it as a formula;
+numbers are written as numbers). Files are written after everything is rendered, each atomically (a temp file
+renamed over the target, which replaces a planted symbolic link rather than writing through it).
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ from pathlib import Path
 from statistics import mean, stdev
 from typing import Any
 
+from ..atomic import atomic_write, atomic_write_text
 from ..errors import unknown
+from ..paths import check_output_file
+from ..viz.plain import plain_text
 from .grid import grid_from_dict
 from .select import compared, method_key
 from .store import SHOWN_STATUSES, Store
@@ -162,7 +170,7 @@ def environments(all_entries: list[dict]) -> list[dict]:
 
 def build(store: Store) -> dict:
     """Everything the report shows, as plain data (the JSON format is this)."""
-    grid = grid_from_dict(store.meta("grid"), "the stored grid")
+    grid = grid_from_dict(store.meta("grid"), f"the grid stored in {store.path}")
     all_entries = entries(store)
     shown, selections = compared(all_entries, grid.select)
     summary = summarize(shown)
@@ -288,6 +296,10 @@ def sections(report: dict) -> list[Section]:
 
 
 # ---- plots -----------------------------------------------------------------------------------------------------
+PLOTS = ("curves", "accuracy_params", "accuracy_skips", "ranks")
+
+
+@plain_text
 def plots(report: dict) -> dict[str, bytes]:
     """PNG bytes by name: curves (λ_max and skip count per epoch per method), accuracy vs parameters, accuracy vs
     the derived normal cell's skip count, ranks."""
@@ -392,32 +404,54 @@ def _png(fig, plt) -> bytes:
 
 
 # ---- output formats --------------------------------------------------------------------------------------------
+# A spreadsheet runs a cell starting with one of these as a formula (OWASP's CSV injection list).
+CSV_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: Any) -> Any:
+    """A CSV cell: text that a spreadsheet would read as a formula prefixed with ', anything else as it is."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(CSV_FORMULA_STARTS) else value
+
+
+def plot_paths(out: Path) -> dict[str, Path]:
+    """Where a Markdown report at ``out`` puts its plots: beside it, ``<stem>-<plot>.png``."""
+    return {name: out.with_name(f"{out.stem}-{name}.png") for name in PLOTS}
+
+
 def render(store: Store, fmt: str = "md", out: Path | None = None) -> str:
     """The report in ``fmt``; with ``out``, Markdown also writes its plots beside the file (``<stem>-<plot>.png``)
     and links them. HTML embeds them."""
+    text, files = _render(store, fmt, out)
+    for path, data in files.items():
+        atomic_write(path, lambda f: f.write(data))
+    return text
+
+
+def _render(store: Store, fmt: str, out: Path | None) -> tuple[str, dict[Path, bytes]]:
+    """The report's text and the files beside it (Markdown's plots), nothing written yet."""
     if fmt not in FORMATS:
         raise unknown("report format", fmt, FORMATS)
     report = build(store)
     if fmt == "json":
-        return json.dumps({k: v for k, v in report.items() if not k.startswith("_")}, indent=1, default=str)
+        return json.dumps({k: v for k, v in report.items() if not k.startswith("_")}, indent=1, default=str), {}
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for e in report["_all"]:
-            writer.writerow(e)
-        return buffer.getvalue()
+            writer.writerow({k: csv_text(e.get(k)) for k in CSV_COLUMNS})
+        return buffer.getvalue(), {}
     parts = sections(report)
     title = f"Benchmark report: {report['grid']}"
     if fmt == "md":
-        images = {}
+        images, files = {}, {}
         if out is not None:
+            paths = plot_paths(out)
             for name, data in plots(report).items():
-                path = out.with_name(f"{out.stem}-{name}.png")
-                path.write_bytes(data)
-                images[name] = path.name
-        return _markdown(title, report["description"], parts, images)
-    return _html(title, report["description"], parts, plots(report))
+                files[paths[name]] = data
+                images[name] = paths[name].name
+        return _markdown(title, report["description"], parts, images), files
+    return _html(title, report["description"], parts, plots(report)), {}
 
 
 def _markdown(title: str, description: str, parts: list[Section], images: dict[str, str]) -> str:
@@ -463,9 +497,17 @@ def _html(title: str, description: str, parts: list[Section], images: dict[str, 
 
 
 def write(store: Store, fmt: str, out: Path | None) -> str:
-    """Render and, with ``out``, write the report; returns the text."""
-    text = render(store, fmt, out)
+    """Render and, with ``out``, write the report; returns the text. The paths are checked first (``out`` and
+    Markdown's plots beside it: not a directory, under no file, writable), everything is rendered before the
+    first file is written, and each file is written atomically, its folder made when missing."""
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
+        out = Path(out)
+        check_output_file(out, "--out")
+        for path in plot_paths(out).values() if fmt == "md" else ():
+            check_output_file(path, "the report's plot file")
+    text, files = _render(store, fmt, out)
+    if out is not None:
+        for path, data in files.items():
+            atomic_write(path, lambda f: f.write(data))
+        atomic_write_text(out, text)
     return text

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 from pathlib import Path
 
 import torch
@@ -73,45 +72,92 @@ class SpawnedSearch:
         self.run_dir = RunDir(out)
         if not self.resuming:
             self.run_dir.check_new()  # here, before N processes load data
+            self.run_dir.record_space(cfg.space)  # a user's space: the spawned ranks read it from here
         self.threads = threads or max(1, torch.get_num_threads() // cfg.nproc)
         self.epoch, self.num_weight_parameters = 0, 0
 
     def run(self):
+        import multiprocessing
+
         import torch.multiprocessing as mp
 
         from ..genotype import Genotype
 
-        with tempfile.TemporaryDirectory(prefix="robustdarts-ranks-") as tmp:
-            result_path = Path(tmp) / "rank0.json"
-            args = (self.cfg.nproc, _free_port(), self.cfg, str(self.run_dir.path), self.resuming, self.log,
-                    self.progress, self.threads, str(result_path))
-            try:
-                mp.start_processes(_spawned_rank, args=args, nprocs=self.cfg.nproc, join=True, start_method="spawn")
-            except Exception as e:  # a rank died: its own one-sentence error if it left one, else torch's report
-                message = _read_result(result_path).get("error")
-                if message:
-                    raise RobustDartsError(message) from None
-                raise RobustDartsError(f"a search process failed ({str(e).strip().splitlines()[-1][:200]}); "
-                                       f"its traceback is printed above.") from None
-            result = _read_result(result_path)
+        # The ranks report through a pipe, not a temp folder: a launcher killed by SIGKILL cleans up nothing, and
+        # its ranks die with it (distributed.die_with_parent), so the pipe leaves nothing behind.
+        reader, writer = multiprocessing.get_context("spawn").Pipe(duplex=False)
+        args = (self.cfg.nproc, _free_port(), self.cfg, str(self.run_dir.path), self.resuming, self.log,
+                self.progress, self.threads, writer, os.getpid())
+        result: dict = {}
+        try:
+            ranks = mp.start_processes(_spawned_rank, args=args, nprocs=self.cfg.nproc, join=False,
+                                       start_method="spawn")
+            writer.close()  # the ranks hold their own ends
+            while not ranks.join(timeout=0.5):
+                result = _receive(reader, result)
+            result = _receive(reader, result)
+        except (mp.ProcessRaisedException, mp.ProcessExitedException) as e:  # a rank died
+            message = _receive(reader, result).get("error")
+            if message:
+                raise RobustDartsError(message) from None
+            raise RobustDartsError(self._failure(e)) from None
+        finally:
+            writer.close()
+            reader.close()
         if "error" in result:
             raise RobustDartsError(result["error"])
+        if "genotype" not in result:
+            raise RobustDartsError(f"the search processes ended without a result; {self._how_to_continue()}.")
         self.epoch, self.num_weight_parameters = result["epoch"], result["params"]
         return Genotype.from_dict(result["genotype"])
 
+    def _failure(self, e) -> str:
+        """One sentence for a rank that died without its own message: killed by a signal (no traceback exists),
+        exited with a code, or raised (its traceback, which torch hands over in the exception, printed first)."""
+        import signal
+        import sys
 
-def _read_result(path: Path) -> dict:
+        rank = f"search process {e.error_index} (pid {e.error_pid})"
+        code = getattr(e, "exit_code", None)
+        if getattr(e, "signal_name", None) and code is not None and code < 0:
+            why = ": killed, or out of memory" if -code == signal.SIGKILL else ""
+            what = f"{rank} was killed by signal {-code} ({e.signal_name}{why})"
+        elif code is not None:
+            what = f"{rank} exited with code {code} without an error message"
+        else:
+            sys.stderr.write(e.msg.strip() + "\n")
+            lines = [line for line in e.msg.strip().splitlines() if line.strip()]
+            what = f"{rank} failed ({lines[-1].strip()[:200] if lines else type(e).__name__}; its traceback is above)"
+        return f"{what}, so every process of the search stopped; {self._how_to_continue()}"
+
+    def _how_to_continue(self) -> str:
+        path = self.run_dir.path
+        if self.run_dir.checkpoint_path.exists():
+            return f"the last checkpoint in {path} is intact: continue with robustdarts search --resume {path}"
+        return f"{path} had no checkpoint yet: run the same command again to start it over"
+
+
+def _receive(reader, result: dict) -> dict:
+    """Whatever the ranks sent so far: rank 0's result, or the first error of any rank (kept over later ones)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+        while reader.poll():
+            message = json.loads(reader.recv())
+            if "error" not in result:
+                result = message
+    except (EOFError, OSError, ValueError):  # every rank has closed its end
+        pass
+    return result
 
 
 def _spawned_rank(rank: int, world: int, port: int, cfg, out: str, resuming: bool, log: str | None,
-                  progress: bool, threads: int, result_path: str) -> None:
-    """One spawned process: join the group, run the search as rank ``rank``, rank 0 reports to the parent."""
+                  progress: bool, threads: int, report, parent: int) -> None:
+    """One spawned process: join the group, run the search as rank ``rank``, rank 0 reports to the parent (any
+    rank reports its one-sentence error)."""
     import torch.distributed as dist
 
+    from ..distributed import die_with_parent
+
+    die_with_parent(parent)
     torch.set_num_threads(threads)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     shard = Shard(rank, world)
@@ -119,17 +165,17 @@ def _spawned_rank(rank: int, world: int, port: int, cfg, out: str, resuming: boo
         torch.cuda.set_device(shard.device(cfg.device))
     dist.init_process_group(backend_for(cfg.device), rank=rank, world_size=world)
     try:
+        from ..runs import RunDir
+        RunDir(out).register_space()  # a user's space (YAML), recorded by the launcher: this process has not seen it
         result = run_rank(shard, cfg, out, resuming=resuming, log=log, progress=progress)
     except RobustDartsError as e:
-        result = {"error": str(e)}
-        if rank == 0:
-            Path(result_path).write_text(json.dumps(result))
+        report.send(json.dumps({"error": str(e)}))
         raise SystemExit(2)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
     if rank == 0:
-        Path(result_path).write_text(json.dumps(result))
+        report.send(json.dumps(result))
 
 
 def run_rank(shard: Shard, cfg, out, *, resuming: bool = False, log: str | None = None, progress: bool = True,

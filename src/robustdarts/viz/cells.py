@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..atomic import atomic_write
 from ..errors import RobustDartsError
+from .plain import plain_text
 
 # One colour per op across every space (ColorBrewer Set2/Dark2-like): the same op looks the same in every cell.
 OP_COLORS = {
@@ -80,9 +81,10 @@ def _cell_graph(genotype, cell: str):
     inputs = list(CELL_INPUTS[kind])
     name = lambda i: state_name(kind, i)  # noqa: E731
     if kind == "darts":
-        edges = [(name(g[1]), str(i // 2), g[0]) for i, g in enumerate(genes)]
+        edges = [(name(g[1]), str(genotype.gene_node(cell, i)), g[0]) for i, g in enumerate(genes)]
         concat = getattr(genotype, f"{cell}_concat")
-        return inputs, [str(i) for i in range(len(genes) // 2)], edges, {"c[k]": [name(c) for c in concat]}
+        nodes = [str(i) for i in range(genotype.cell_num_nodes(cell))]
+        return inputs, nodes, edges, {"c[k]": [name(c) for c in concat]}
     if kind == "lhd":
         edges = [(name(g[1]), str(g[2]), g[0]) for g in genes]
         out = getattr(genotype, f"{cell}_output")
@@ -135,6 +137,7 @@ _BENDS = (0.0, 0.3, -0.3, 0.55, -0.55, 0.8, -0.8, 1.1, -1.1)
 _LABEL_TS = tuple(k / 20 for k in range(3, 18))
 
 
+@plain_text  # label sizes measured as drawn: plain text (viz.plain)
 def cell_layout(genotype, cell: str) -> CellLayout:
     """Positions of nodes, curves of edges and places of labels for one cell (layout units; see module doc)."""
     inputs, inner, op_edges, outputs = _cell_graph(genotype, cell)
@@ -194,6 +197,7 @@ def _trimmed(curve, start_box, end_box, steps: int = 200):
     return kept if len(kept) >= 2 else points
 
 
+@plain_text
 def render_cells(genotype):
     """(figure, {cell: CellLayout}, {cell: axes}): every cell stacked top to bottom, 1 layout unit = INCH_PER_UNIT
     inches in both directions, so label sizes computed in the layout are the sizes drawn."""
@@ -243,6 +247,7 @@ def render_cells(genotype):
     return fig, layouts, axes
 
 
+@plain_text
 def draw_genotype(genotype, path: str | Path) -> Path:
     """Draw every cell of ``genotype`` into one PNG or SVG file, written atomically (an interrupted drawing leaves
     the previous file, never a truncated one)."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from ..errors import RobustDartsError
 from ..runs import RunDir
 from .cells import op_color, state_name
+from .plain import plain_text
 
 PANELS = [
     ("loss", ("train_loss", "val_loss")),
@@ -39,6 +40,7 @@ def _style(i: int) -> str:
     return LINE_STYLES[i % len(LINE_STYLES)]
 
 
+@plain_text  # run names are directory names: '$' in one is text, not mathtext
 def render_curves(run_dirs):
     """(figure, {panel title: axes}) of the metric panels that any run has, every run overlaid."""
     import matplotlib
@@ -111,6 +113,7 @@ def alpha_trajectory(run_dir, name: str | None = None) -> Trajectory:
     return Trajectory(name or Path(run_dir).name, space, [e + 1 for e in epochs], weights, outputs)
 
 
+@plain_text
 def render_alpha(run_dirs):
     """(figure, {(cell, edge index) or LHD output key: axes}, trajectories): per edge one panel with one line per
     op (coloured as in the cell drawings) and per run (its line style); panels in a grid of node (row) × source
@@ -176,6 +179,7 @@ def render_alpha(run_dirs):
     return fig, axes, trajectories
 
 
+@plain_text  # the figures are saved (their tick labels made) under it too
 def plot_runs(run_dirs, out: str | Path | None = None, alpha: bool = True) -> list[Path]:
     """Curves (and α trajectories) of one run or several overlaid; returns the files written. Default files: one
     run -> RUN/curves.png and RUN/alpha.png; several -> curves.png and alpha.png here; ``out`` names the curves

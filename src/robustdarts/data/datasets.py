@@ -25,6 +25,7 @@ from torch import Tensor
 
 from ..errors import RobustDartsError, unknown
 from ..safepickle import safe_load
+from . import own
 
 SPLITS = ("train", "test")
 ENV_VAR = "ROBUSTDARTS_DATA"
@@ -40,6 +41,8 @@ class DatasetInfo:
     std: tuple[float, ...]
     train_size: int
     test_size: int
+    classes: tuple[str, ...] = ()  # the user's class names (folder:/npz: data), index order
+    digest: str = ""  # content hash of the user's data: where it lies changes nothing
 
 
 _INFO = {
@@ -122,29 +125,38 @@ def _canonical(name: str) -> str:
     key = str(name).lower()
     key = _ALIASES.get(key, key)
     if key not in _INFO:
-        raise unknown("dataset", name, DATASETS)
+        raise unknown("dataset", name, DATASETS, where="(your own data: folder:PATH or npz:FILE)")
     return key
 
 
 def dataset_info(name: str) -> DatasetInfo:
-    """Channels, classes, native size, normalization constants and split sizes of a dataset."""
+    """Channels, classes, native size, normalization constants and split sizes of a dataset (a user's
+    ``folder:PATH`` or ``npz:FILE`` is read, or its decode cache, to know them)."""
+    if own.is_own(name):
+        return DatasetInfo(**own.info(name))
     return _INFO[_canonical(name)]
 
 
 def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | None = None, download: bool = True,
-                 image_size: int | None = None, limit: int | None = None, seed: int = 0) -> ImageSet:
+                 image_size: int | None = None, limit: int | None = None, seed: int = 0,
+                 skip_bad_images: bool = False) -> ImageSet:
     """Load ``split`` of dataset ``name`` into memory.
 
     ``image_size`` resizes once here (area when shrinking, bilinear when growing); ``limit`` keeps a random subset of
     that many images chosen by ``seed`` (in index order). For ``synthetic``, ``seed`` also seeds the generator and
-    ``limit`` is the number of images generated.
+    ``limit`` is the number of images generated. A user's ``folder:PATH`` or ``npz:FILE`` comes through
+    ``own.py`` (``skip_bad_images``: leave its unreadable images out instead of refusing them); from then on it is
+    handled as the built-in sets are.
     """
-    key = _canonical(name)
+    user = own.is_own(name)
+    key = name if user else _canonical(name)
     if split not in SPLITS:
         raise unknown("split", split, SPLITS)
     for arg, value in (("image_size", image_size), ("limit", limit)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise RobustDartsError(f"{arg} must be a positive integer, got {value!r}.")
+    if user:
+        return _limited(ImageSet(*own.load(name, split, image_size, skip_bad_images)), split, limit, seed, image_size)
     info = _INFO[key]
     if data_dir is not None:  # given and wrong is a mistake to name, not a folder to skip in the look-up
         folder = Path(data_dir).expanduser()
@@ -165,6 +177,12 @@ def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | 
                                f"(found {labels.min()}..{labels.max()}); the files are corrupted.")
     dataset = ImageSet(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels.astype(np.int64)),
                        key, info.num_classes, info.mean, info.std)
+    return _limited(dataset, split, limit, seed, image_size)
+
+
+def _limited(dataset: ImageSet, split: str, limit: int | None, seed: int, image_size: int | None) -> ImageSet:
+    """The seeded ``limit`` subset (in index order) at ``image_size``: the same rule for every source."""
+    key = dataset.name
     if limit is not None and limit > len(dataset):
         field = "limit_images" if split == "train" else "limit_test"
         raise RobustDartsError(f"{field} is {limit}, but the {key} {split} set has only {len(dataset)} images; lower "

@@ -1,6 +1,7 @@
 """Every registered method × every space: two steps of a tiny search on CPU end in a valid genotype.
 
-Fast by default: every method on s1 (DARTS kind with per-edge op lists) and nb201, and plain DARTS on every space.
+Fast by default: every method on s1 (DARTS kind with per-edge op lists), nb201 and a user's YAML space (3 nodes,
+one input kept per node; spaces/fromfile.py), and plain DARTS on every space.
 The other combinations (the darts, darts-7 and lhd supernets cost ~1-7 s each here) carry the ``slow`` marker.
 On the large spaces the dominant eigenvalue (DARTS-ES/ADA measure it at epoch 0) is replaced by a stub: an exact
 Hessian over 224-280 α coordinates takes ~40 s on this CPU and is tested on its own in test_hessian.py; on the
@@ -16,8 +17,9 @@ from robustdarts.genotype import Genotype, validate
 from robustdarts.methods import METHODS
 from robustdarts.search.loop import Search
 
-SPACES = ("darts", "darts-7", "s1", "s2", "s3", "s4", "lhd", "nb201")
-FAST_SPACES = ("s1", "nb201")
+SPACES = ("darts", "darts-7", "s1", "s2", "s3", "s4", "lhd", "nb201", "yaml")
+FAST_SPACES = ("s1", "nb201", "yaml")
+YAML_SPACE = "name: yaml-matrix\nops: [none, max_pool_3x3, skip_connect, sep_conv_3x3]\nnodes: 3\ninputs_per_node: 1\n"
 LARGE_SPACES = ("darts", "darts-7", "lhd")
 
 
@@ -33,6 +35,9 @@ def test_method_runs_two_steps_on_space(method, space, tmp_path, monkeypatch):
     if space in LARGE_SPACES:
         import robustdarts.analysis.hessian as hessian
         monkeypatch.setattr(hessian, "arch_hessian", lambda *args, **kwargs: {"eigenvalue": 0.1})
+    if space == "yaml":
+        (tmp_path / "space.yaml").write_text(YAML_SPACE)
+        space = str(tmp_path / "space.yaml")
     cfg = tiny_config(method, space, **({"init_channels": 8} if method == "pc-darts" else {}))  # C/K even
     search = Search(cfg, tmp_path / "run", progress=False)
     assert search.train_stream.steps_per_epoch == (4 if cfg.weights_on_all_data else 2)  # LHD single level: all

@@ -122,7 +122,8 @@ def _best_op(row: Sequence[float], ops: Sequence[str], exclude: tuple[str, ...] 
 
 @register_policy("darts", kinds=("darts",))
 def darts_rule(space: Space, weights: Mapping[str, torch.Tensor]) -> Genotype:
-    """DARTS: per node the top-2 incoming edges by their strongest non-``none`` op, each with that op (D §1.6).
+    """DARTS: per node the top-2 incoming edges (a user's space: its ``inputs_per_node``) by their strongest
+    non-``none`` op, each with that op (D §1.6).
 
     Edge score = max over the edge's ops other than ``none``; the top two edges of each node are kept in
     descending score (stable: the lower input wins a tie); op = the first argmax over ops other than ``none``;
@@ -140,11 +141,13 @@ def darts_rule(space: Space, weights: Mapping[str, torch.Tensor]) -> Genotype:
         for node in range(space.steps):
             rows = space.node_edges(node)
             best = [_best_op(table[row], space.ops[cell][row], exclude=("none",)) for row in rows]
-            for source in _ranked([score for score, _ in best])[:2]:
+            # A user's space may keep another number of edges per node (space.keep); its genes then name their
+            # node, (op, input, node), since "node i owns genes 2i and 2i+1" no longer holds.
+            for source in _ranked([score for score, _ in best])[:space.keep]:
                 if best[source][1] is None:
-                    raise RobustDartsError(f"node {node} of the {cell} cell needs two edges with an op other than "
-                                           f"'none', but edge {rows[source]} offers only 'none'.")
-                genes.append((best[source][1], source))
+                    raise RobustDartsError(f"node {node} of the {cell} cell needs {space.keep} edge(s) with an op "
+                                           f"other than 'none', but edge {rows[source]} offers only 'none'.")
+                genes.append((best[source][1], source) if space.keep == 2 else (best[source][1], source, node))
         cells[cell] = tuple(genes)
     concat = tuple(range(space.num_inputs, space.num_inputs + space.steps))
     return Genotype(kind="darts", normal=cells["normal"], reduce=cells["reduce"], normal_concat=concat,

@@ -42,16 +42,19 @@ class DartsEvalCell(_GenotypeCell):
         self.pre0 = FactorizedReduce(C_pp, C) if reduction_prev else relu_conv_bn(C_pp, C, 1, 1, 0, True)
         self.pre1 = relu_conv_bn(C_p, C, 1, 1, 0, True)
         self._build_ops(genes, C, reduction, 2, "darts")
-        self.steps = len(genes) // 2
+        # Genes per node: node i owns genes 2i and 2i+1, or, in a user's space that keeps another number of edges
+        # per node, the genes that name it, (op, input, node).
+        nodes = [k // 2 if len(g) == 2 else g[2] for k, g in enumerate(self.genes)]
+        self.steps = max(nodes) + 1
+        self.node_genes = [[k for k, n in enumerate(nodes) if n == node] for node in range(self.steps)]
         self.concat = list(concat)
         self.multiplier = len(self.concat)
 
     def forward(self, s0, s1, drop_prob=0.0):
         states = [self.pre0(s0), self.pre1(s1)]
-        for i in range(self.steps):
-            a, b = 2 * i, 2 * i + 1
-            states.append(self._run_op(a, states[self.genes[a][1]], drop_prob)
-                          + self._run_op(b, states[self.genes[b][1]], drop_prob))
+        for node_genes in self.node_genes:
+            terms = [self._run_op(k, states[self.genes[k][1]], drop_prob) for k in node_genes]
+            states.append(sum(terms[1:], terms[0]))
         return torch.cat([states[i] for i in self.concat], dim=1)
 
 

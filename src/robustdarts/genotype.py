@@ -3,7 +3,9 @@
 Three kinds share one JSON schema (``to_dict``/``from_dict``):
 
 - ``darts`` (spec D §1.2): ``normal``/``reduce`` are ``(op, input)`` genes, node i owning entries 2i and 2i+1;
-  ``normal_concat``/``reduce_concat`` are the state indices concatenated into the cell output.
+  ``normal_concat``/``reduce_concat`` are the state indices concatenated into the cell output. A cell of a user's
+  space that keeps another number of edges per node (``inputs_per_node``, spaces/fromfile.py) writes its genes as
+  ``(op, input, node)``, naming each gene's node as the other kinds do.
 - ``lhd`` (spec L §1.5-1.7): genes are ``(op, input, node)``; ``normal_output``/``reduce_output`` hold the node
   indices of the sum output and of the concat output, ordered by weight (descending) as the discretizer ranks them.
 - ``nb201``: genes are ``(op, input, node)``, all 6 edges kept (``none`` included); only a ``normal`` cell.
@@ -32,7 +34,7 @@ import numpy as np
 
 from .atomic import atomic_write_text
 from .errors import RobustDartsError, short, unknown
-from .spaces.ops import OPS
+from .spaces.ops import OPS, known_op
 from .spaces.registry import SPACES, Space, get_space
 
 KINDS = ("darts", "lhd", "nb201")
@@ -93,6 +95,16 @@ def _genes(value: Any, arity: int, where: str) -> tuple[Gene, ...]:
     return tuple(genes)
 
 
+def _explicit_nodes(genes: Any) -> bool:
+    """Whether a darts cell's genes name their node, ``(op, input, node)``, judged by the first gene (``_genes``
+    then holds every gene to that shape)."""
+    try:
+        first = next(iter(genes))
+    except (TypeError, StopIteration):
+        return False
+    return isinstance(first, (list, tuple)) and len(first) == 3
+
+
 def _output(value: Any, where: str) -> CellOutput:
     if isinstance(value, CellOutput):
         return value
@@ -126,11 +138,12 @@ class Genotype:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise unknown("genotype kind", self.kind, KINDS)
-        arity = 2 if self.kind == "darts" else 3
         # Normalise lists/dicts to tuples/CellOutput so equality and hashing never depend on the container type.
         fix = object.__setattr__
         for cell in ("normal", "reduce"):
-            fix(self, cell, _genes(getattr(self, cell), arity, f"{cell} cell"))
+            genes = getattr(self, cell)
+            arity = 2 if self.kind == "darts" and not _explicit_nodes(genes) else 3
+            fix(self, cell, _genes(genes, arity, f"{cell} cell"))
             fix(self, f"{cell}_concat", _ints(getattr(self, f"{cell}_concat"), f"{cell}_concat"))
             out = getattr(self, f"{cell}_output")
             fix(self, f"{cell}_output", None if out is None else _output(out, f"{cell}_output"))
@@ -153,7 +166,7 @@ class Genotype:
     def gene_node(self, cell: str, index: int) -> int:
         """The intermediate node that gene ``index`` of ``cell`` feeds."""
         gene = self.genes(cell)[index]
-        return index // 2 if self.kind == "darts" else gene[2]
+        return index // 2 if len(gene) == 2 else gene[2]
 
     def cell_num_nodes(self, cell: str) -> int:
         genes = self.genes(cell)
@@ -176,7 +189,7 @@ class Genotype:
         concat, output = getattr(self, f"{cell}_concat"), getattr(self, f"{cell}_output")
         if not genes:
             raise RobustDartsError(f"the {cell} cell of a {self.kind} genotype has no genes; give at least one.")
-        if self.kind == "darts" and len(genes) % 2:
+        if self.kind == "darts" and len(genes[0]) == 2 and len(genes) % 2:
             raise RobustDartsError(f"the {cell} cell has {len(genes)} gene(s), but a darts genotype needs two per node "
                                    f"(an even count).")
         for i, gene in enumerate(genes):
@@ -190,6 +203,10 @@ class Genotype:
                                        f"0..{short(first + node - 1)} only.")
         nodes = self.node_inputs(cell)
         if self.kind == "darts":
+            empty = [n for n, pairs in enumerate(nodes) if not pairs]
+            if empty:
+                raise RobustDartsError(f"node {empty[0]} of the {cell} cell has no genes; every node of a darts "
+                                       f"cell needs at least one.")
             if output is not None or not concat:
                 raise RobustDartsError(f"a darts genotype needs a non-empty {cell}_concat and no {cell}_output.")
             bad = [c for c in concat if not 0 <= c < first + len(nodes)]
@@ -370,12 +387,15 @@ def validate(genotype: Genotype, space: Space | str | None = None) -> Genotype:
     """Check ``genotype`` against ``space`` (default: the space it names): kind, node count and, edge by edge,
     that each op is in that edge's own op list. Without any space, check that every op is a known op of the kind's
     op family. Returns the genotype; raises a one-sentence ``RobustDartsError`` otherwise."""
-    space = space if space is not None else genotype.space
+    if space is None and genotype.space is not None and genotype.space in SPACES:
+        space = genotype.space
+    # else the genotype names a user's space this process has not registered (a genotype file taken out of its
+    # run, whose space.yaml holds the definition): its ops are still checked against the op family below
     if space is None:
         family = {"darts": "darts", "lhd": "lhd", "nb201": "nb201"}[genotype.kind]
         for cell in genotype.cells:
             for i, gene in enumerate(genotype.genes(cell)):
-                if gene[0] not in OPS[family]:
+                if not known_op(gene[0], family):
                     raise RobustDartsError(f"{cell} gene {i} {gene!r} uses op {gene[0]!r}, which is not a "
                                            f"{family} op; accepted: {', '.join(OPS[family])}.")
         return genotype
@@ -464,6 +484,8 @@ def parse_darts_text(text: str, source: str = "DARTS genotype text", space: str 
             raise RobustDartsError(f"{source} {what} field {name!r}; accepted fields: {', '.join(_TEXT_FIELDS)}.")
         fields[name] = _literal(node, name, source)
     normal = fields.get("normal")
+    # (op, input, node) genes mean LHD unless concat fields say darts (a user space's explicit-node darts cells)
     lhd = "normal_output" in fields or "reduce_output" in fields or (
-        isinstance(normal, (list, tuple)) and any(isinstance(g, (list, tuple)) and len(g) == 3 for g in normal))
+        isinstance(normal, (list, tuple)) and any(isinstance(g, (list, tuple)) and len(g) == 3 for g in normal)
+        and "normal_concat" not in fields and "reduce_concat" not in fields)
     return Genotype.from_dict({"kind": "lhd" if lhd else "darts", "space": space, **fields}, source)

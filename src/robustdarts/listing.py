@@ -144,7 +144,8 @@ def print_methods(console, rows: list[dict], space: str | None = None) -> None:
     title = f"settings on {space}" if space else "key settings"
     _line(console, f"{'name':<{name_w}}{GAP}" + shorten(f"summary / {title}", width - lead))
     for r in rows:
-        _line(console, f"{r['name']:<{name_w}}{GAP}" + shorten(r["summary"], width - lead))
+        plugin = f"[plugin {r['plugin']}] " if r.get("plugin") else ""
+        _line(console, f"{r['name']:<{name_w}}{GAP}" + shorten(plugin + r["summary"], width - lead))
         if space:
             items = [f"{k}={value_text(v)}" for k, v in {**r["effective"], **r["effective_options"]}.items()]
         else:
@@ -177,6 +178,8 @@ def print_method(console, row: dict, preset) -> None:
     plain = dict(highlight=False, markup=False)
     console.print(f"{row['name']}: {row['summary']}", **plain)
     console.print(f"paper: {row['paper']}", **plain)
+    if row.get("plugin"):
+        console.print(f"plugin: {row['plugin_source']}", **plain)
     doc = (preset.family.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
     console.print(f"family: {row['family']}" + (f": {' '.join(doc.split())}" if doc else ""), **plain)
     console.print("\nrecipe per kind of space (config fields over SearchConfig's DARTS defaults, then options):",

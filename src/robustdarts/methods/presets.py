@@ -1,8 +1,9 @@
 """Every method preset as data: a recipe family, its options, and its paper's settings per kind of space.
 
 A preset's config settings are layered, later winning: SearchConfig's defaults (DARTS, spec D §1.4) < the space
-kind's shared recipe (``SPACE_RECIPES``) < the preset's ``all`` entry (its algorithm: arch order, regularizer) <
-the preset's entry for the space kind < the sizes preset (``--preset tiny``) < a config file < flags < ``--set``.
+kind's shared recipe (``SPACE_RECIPES``; per dataset ``SPACE_DATASET_RECIPES``) < the preset's ``all`` entry (its
+algorithm: arch order, regularizer) < the preset's entry for the space kind < the sizes preset (``--preset tiny``)
+< a config file < flags < ``--set``.
 Kinds: ``darts`` (the DARTS spaces), ``s1s4`` (RobustDARTS' S1–S4; a preset without an ``s1s4`` entry uses its
 ``darts`` entry there), ``lhd``, ``nb201``. The ``method`` key of an entry holds option values.
 
@@ -44,6 +45,10 @@ NB201_RECIPE: dict[str, Any] = dict(layers=5, epochs=50, batch_size=64, lr=0.025
                                     arch_weight_decay=1e-3)
 
 SPACE_RECIPES: dict[str, dict[str, Any]] = {"darts": {}, "s1s4": {}, "lhd": LHD_RECIPE, "nb201": NB201_RECIPE}
+# The kind's shared recipe per dataset (canonical names), layered just over SPACE_RECIPES, so that every search of
+# the kind on that dataset (CLI, config file, bench grid) gets it unless the user sets the field. LHD's
+# search/preproc.py gives CIFAR-10/100 random crop and flip but SVHN no augmentation at all (spec L §2.1).
+SPACE_DATASET_RECIPES: dict[str, dict[str, dict[str, Any]]] = {"lhd": {"svhn": dict(augment=False)}}
 
 # SP-DARTS, per code (spec L §4): arch Adam 3e-4 (β1 0.5) without weight decay and a constant weight lr in each.
 _SP_CONSTANT = dict(epochs=50, lr_schedule="constant", arch_lr=3e-4, arch_beta1=0.5, arch_beta2=0.999,
@@ -89,9 +94,11 @@ class Preset:
             kind = "darts"
         return self.defaults.get(kind, {})
 
-    def settings(self, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(config fields, option values) of this preset on a space kind, before sizes and the user's choices."""
+    def settings(self, kind: str, dataset: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(config fields, option values) of this preset on a space kind (and ``dataset``, a canonical name, where
+        the kind's recipe differs per dataset), before sizes and the user's choices."""
         fields: dict[str, Any] = dict(SPACE_RECIPES[kind])
+        fields.update(SPACE_DATASET_RECIPES.get(kind, {}).get(dataset or "", {}))
         options: dict[str, Any] = {}
         for entry in (self.defaults.get("all", {}), self.entry(kind)):
             fields.update({k: v for k, v in entry.items() if k != "method"})
@@ -228,7 +235,12 @@ def recipe_kind(space) -> str:
     return "s1s4" if space.name in ("s1", "s2", "s3", "s4") else "darts"
 
 
+# The presets shipped here; plugins (plugins.py) add rows to PRESETS but may not replace these.
+BUILTIN_PRESETS: dict[str, Preset] = dict(PRESETS)
+
+
 def get_preset(name: str) -> Preset:
+    """A preset of this table (built-ins, and the rows plugins added); ``methods.get_preset`` also loads plugins."""
     if name not in PRESETS:
         raise unknown("method", name, PRESETS)
     return PRESETS[name]
@@ -239,5 +251,5 @@ def list_methods(pattern: str | None = None) -> list[str]:
     return sorted(n for n in PRESETS if pattern is None or fnmatch.fnmatch(n, pattern))
 
 
-__all__ = ["KINDS", "LHD_RECIPE", "NB201_RECIPE", "SPACE_RECIPES", "Preset", "PRESETS", "recipe_kind", "get_preset",
-           "list_methods"]
+__all__ = ["KINDS", "LHD_RECIPE", "NB201_RECIPE", "SPACE_RECIPES", "SPACE_DATASET_RECIPES", "Preset", "PRESETS",
+           "BUILTIN_PRESETS", "recipe_kind", "get_preset", "list_methods"]

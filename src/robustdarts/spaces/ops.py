@@ -6,18 +6,19 @@ Every op maps C channels to C channels at the given stride. Build flags:
   does (LHD keeps the non-affine pool BN in its evaluation network too).
 - ``shared_relu``: ops that begin with ReLU leave it out and mark themselves ``takes_relu = True``; the caller feeds
   them ``relu(x)`` computed once per source state. This saves one activation copy per such op in the supernet,
-  which is what bounds a search step on a CPU (see DESIGN.md). Parameters are identical either way.
+  which is what bounds a search step on a CPU (see docs/design.md). Parameters are identical either way.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import unknown
+from ..errors import RobustDartsError, first_line, unknown, warn_once
 
 FAMILIES = ("darts", "lhd", "nb201")
 
@@ -39,7 +40,11 @@ class NoiseOp(nn.Module):
     """RobustDARTS S4 `noise`: fresh N(mean, std) noise of the output shape; no gradient reaches the input.
 
     Active in eval mode as in the reference (an evaluation network with `noise` injects noise at test time).
+    ``draws_random``: the supernet runs it even where its weight is 0 and it is skipped, so that the random stream
+    advances as computing it would (supernet._keep_current).
     """
+
+    draws_random = True
 
     def __init__(self, stride: int, mean: float = 0.0, std: float = 1.0):
         super().__init__()
@@ -171,6 +176,111 @@ OPS: dict[str, dict[str, OpBuilder]] = {
 }
 
 
+# The ops shipped here; a user's op (register_op) is added beside them, never over them.
+BUILTIN_OPS = frozenset(name for table in OPS.values() for name in table)
+_OP_NAME = re.compile(r"^[A-Za-z_]\w*$")  # what genotype texts (DARTS repr, NB201 'op~k') can spell
+OpFactory = Callable[[int, int, bool], nn.Module]  # factory(C, stride, affine) -> module mapping C to C channels
+
+
+def register_op(name: str, factory: OpFactory, *, source: str | None = None) -> None:
+    """Add candidate op ``name`` to every op family: ``factory(C, stride, affine)`` returns an ``nn.Module`` that
+    maps C channels to C channels, halving the spatial size at stride 2 (``affine``: False in the supernet, True in
+    the evaluation network). From then on the op may appear in any space, derived genotypes name it, the
+    evaluation network builds it and drawings show it. Registering a name again replaces the user's earlier op;
+    a built-in name is refused. The factory gets no ``pool_bn``/``shared_relu`` flags: it receives the plain input."""
+    what = f"op plugin {source}" if source else f"op {name!r}"
+    if not isinstance(name, str) or not _OP_NAME.match(name):
+        raise RobustDartsError(f"{what}: an op name must be a Python identifier (letters, digits, _), not "
+                               f"{name!r}.")
+    if name in BUILTIN_OPS:
+        raise RobustDartsError(f"{what} is named {name!r}, which is a built-in op; register it under another name.")
+    if not callable(factory):
+        raise RobustDartsError(f"{what} must be a factory(C, stride, affine) -> nn.Module, not "
+                               f"{type(factory).__name__}.")
+
+    def build(C, stride, affine, pool_bn, shared_relu):
+        module = factory(C, stride, affine)
+        if not isinstance(module, nn.Module):
+            raise RobustDartsError(f"the factory of op {name!r} returned {type(module).__name__}, not an "
+                                   f"nn.Module; return the op's module.")
+        return module
+
+    for table in OPS.values():
+        table[name] = build
+
+
+def unregister_op(name: str) -> None:
+    """Take a user's op out of every family (tests); built-in ops stay."""
+    if name not in BUILTIN_OPS:
+        for table in OPS.values():
+            table.pop(name, None)
+
+
+# ---- op plugins: the entry-point group robustdarts.ops (methods' plugins: plugins.py) ----------------------------
+OP_GROUP = "robustdarts.ops"
+OP_SOURCES: dict[str, str] = {}  # op -> the entry point (and distribution) that registered it
+BROKEN_OPS: dict[str, str] = {}  # entry point name -> the one-sentence error of a bad op plugin
+_plugins_read = False
+
+
+def entry_points(group: str) -> list:
+    """The installed entry points of ``group``; unreadable metadata is one warning, never a broken CLI."""
+    import importlib.metadata
+
+    try:
+        return list(importlib.metadata.entry_points(group=group))
+    except Exception as e:  # a corrupt dist-info elsewhere on the path
+        warn_once(f"cannot read the {group} entry points ({first_line(e)}); plugins are skipped.")
+        return []
+
+
+def distribution(ep) -> str | None:
+    """The name of the distribution that declares entry point ``ep``, if known."""
+    dist = getattr(ep, "dist", None)
+    return getattr(dist, "name", None) if dist is not None else None
+
+
+def load_op_plugins() -> None:
+    """Register the factory of every ``robustdarts.ops`` entry point under its name (once per process); a bad entry
+    point is one warning line and is left out, and asking for its op raises its sentence (``make_op``)."""
+    global _plugins_read
+    if _plugins_read:
+        return
+    _plugins_read = True
+    for ep in entry_points(OP_GROUP):
+        dist = distribution(ep)
+        source = f"entry point {ep.name!r} ({ep.value})" + (f" (from {dist})" if dist else "")
+        try:
+            try:
+                factory = ep.load()
+            except Exception as e:  # any failure of someone else's import: reported, never ours to raise
+                raise RobustDartsError(f"op plugin {source} failed to import ({type(e).__name__}: "
+                                       f"{first_line(e)}); fix or uninstall it.") from None
+            register_op(ep.name, factory, source=source)
+        except RobustDartsError as e:
+            BROKEN_OPS[ep.name] = str(e)
+            warn_once(f"{e} The built-in ops work as before.")
+            continue
+        OP_SOURCES[ep.name] = source
+
+
+def reset_plugins() -> None:
+    """Forget the op plugins read so far and take their ops out of the registry (tests)."""
+    global _plugins_read
+    for name in OP_SOURCES:
+        unregister_op(name)
+    OP_SOURCES.clear()
+    BROKEN_OPS.clear()
+    _plugins_read = False
+
+
+def known_op(name: str, family: str = "darts") -> bool:
+    """Whether ``family`` has op ``name``, the installed op plugins (entry points) included."""
+    if name not in OPS.get(family, {}):
+        load_op_plugins()  # plugins are read only when a name is not ours
+    return name in OPS.get(family, {})
+
+
 def op_names(family: str = "darts") -> tuple[str, ...]:
     return tuple(OPS[family])
 
@@ -181,7 +291,9 @@ def make_op(name: str, C: int, stride: int, *, family: str = "darts", affine: bo
     if family not in OPS:
         raise unknown("op family", family, OPS)
     table = OPS[family]
-    if name not in table:
+    if not known_op(name, family):
+        if name in BROKEN_OPS:
+            raise RobustDartsError(BROKEN_OPS[name])
         raise unknown(f"op for the {family} family", name, table)
     return table[name](C, stride, affine, pool_bn, shared_relu)
 

@@ -30,6 +30,8 @@ class Space:
     num_inputs: int  # cell inputs
     description: str
     paper: str = ""
+    keep: int = 2  # edges kept per intermediate node at derivation (the darts kind; DARTS keeps 2)
+    source: str = ""  # where a user's space came from (its YAML file); "" for the built-ins
 
     @property
     def cell_types(self) -> tuple[str, ...]:
@@ -62,7 +64,15 @@ class Space:
     def to_dict(self) -> dict:
         return {"name": self.name, "kind": self.kind, "family": self.family, "steps": self.steps,
                 "num_inputs": self.num_inputs, "num_edges": self.num_edges, "description": self.description,
-                "paper": self.paper, "ops": {c: [list(e) for e in v] for c, v in self.ops.items()}}
+                "paper": self.paper, "inputs_per_node": self.keep,
+                "ops": {c: [list(e) for e in v] for c, v in self.ops.items()}}
+
+    def definition(self) -> dict:
+        """A user's space as its YAML file would define it (every edge's ops written out): what a run directory
+        records, so that the run works even after the file is gone or changed (spaces/fromfile.py reads it)."""
+        out = {"name": self.name, "nodes": self.steps, "inputs_per_node": self.keep,
+               "edges": {c: [list(e) for e in v] for c, v in self.ops.items()}}
+        return {**out, "description": self.description} if self.description else out
 
 
 def _uniform(ops: tuple[str, ...], num_edges: int) -> tuple[tuple[str, ...], ...]:
@@ -121,9 +131,40 @@ SPACES: dict[str, Space] = {
 }
 
 
+# The spaces shipped here; a user's space (a YAML file, spaces/fromfile.py) is added beside them, never over them.
+BUILTIN_SPACES: dict[str, Space] = dict(SPACES)
+
+
+def is_space_file(name: object) -> bool:
+    """Whether ``name`` names a space file (``FILE.yaml``/``FILE.yml``) rather than a registered space."""
+    return isinstance(name, str) and name.lower().endswith((".yaml", ".yml"))
+
+
+def register_space(space: Space) -> Space:
+    """Add a user's space to ``SPACES`` (a later definition of the same name replaces the earlier one: a run
+    directory's recorded definition wins over a file edited since); a built-in name is refused."""
+    from ..errors import RobustDartsError
+
+    if space.name in BUILTIN_SPACES:
+        raise RobustDartsError(f"space file {space.source or space.name}: field 'name' is {space.name!r}, which is "
+                               f"a built-in space; choose another name.")
+    SPACES[space.name] = space
+    return space
+
+
+def load_space(path) -> Space:
+    """The DARTS-kind space a YAML file defines (spaces/fromfile.py checks it), registered under its name."""
+    from .fromfile import read_space_file
+    return register_space(Space(**read_space_file(path)))
+
+
 def get_space(name: str) -> Space:
+    """A registered space by name, or the DARTS-kind space a YAML file defines (``FILE.yaml``, then registered
+    under its ``name``)."""
     if isinstance(name, Space):
         return name
+    if is_space_file(name):
+        return load_space(name)
     if name not in SPACES:
-        raise unknown("search space", name, SPACES)
+        raise unknown("search space", name, SPACES, where="(or give a FILE.yaml space)")
     return SPACES[name]

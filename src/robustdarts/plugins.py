@@ -1,0 +1,192 @@
+"""The door for the user's methods and ops: entry points and ``MODULE:ATTRIBUTE`` add rows to our registries.
+
+A package declares presets under the entry-point group ``robustdarts.methods`` (each entry a ``Preset`` or a list of
+them) and candidate ops under ``robustdarts.ops`` (each entry a factory ``factory(C, stride, affine) -> nn.Module``,
+registered under the entry point's name). ``--method MODULE:ATTRIBUTE`` imports one preset without packaging.
+Past this module a plugin row is indistinguishable from ours: ``methods.PRESETS`` and ``spaces.ops.OPS`` hold it.
+
+How a run finds its plugin again: an entry-point preset is recorded by its name (any process where the distribution
+is installed finds it through the entry points), a ``MODULE:ATTRIBUTE`` preset is registered and recorded under that
+very string (``cfg.method == "pkg.mod:PRESET"``), so ``--resume``, ``derive`` and bench cells in spawned workers or
+Ray import it again from the run's config.yaml alone.
+
+A plugin that fails to import, has the wrong type, or whose name clashes with a built-in never breaks the built-ins:
+loading all entry points (``robustdarts methods``, ``--help``) prints one warning line per bad plugin, and only asking
+for that plugin by name raises its one-sentence error. The op group is read by ``spaces/ops.py`` itself (the op
+registry sits below everything that builds ops); this module reads the method group.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import re
+from dataclasses import dataclass, replace
+
+from .errors import RobustDartsError, first_line, forget_warnings, warn_once
+
+METHOD_GROUP = "robustdarts.methods"
+_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+@dataclass(frozen=True)
+class PluginSource:
+    """Where a plugin row came from: ``what`` (the entry point or MODULE:ATTRIBUTE) and its distribution."""
+
+    what: str
+    distribution: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.what} (from {self.distribution})" if self.distribution else self.what
+
+
+# name -> where it came from, for the rows plugins added; name -> the one-sentence error of a bad plugin
+METHOD_SOURCES: dict[str, PluginSource] = {}
+BROKEN_METHODS: dict[str, str] = {}
+_ALIASES: dict[str, str] = {}  # an entry point's name -> the name of the one preset it declares
+_loaded: set[str] = set()  # the entry-point groups read in this process
+
+
+def is_spec(name: object) -> bool:
+    """Whether ``name`` is a ``MODULE:ATTRIBUTE`` reference (``pkg.mod:PRESET``)."""
+    return isinstance(name, str) and bool(_SPEC.match(name))
+
+
+def _entry_points(group: str):
+    from .spaces.ops import entry_points
+    return entry_points(group)
+
+
+def _distribution(ep) -> str | None:
+    from .spaces.ops import distribution
+    return distribution(ep)
+
+
+def _presets_of(value, where: str) -> list:
+    from .methods.presets import Preset
+
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not items or not all(isinstance(p, Preset) for p in items):
+        raise RobustDartsError(f"method plugin {where} must be a robustdarts Preset or a list of them, not "
+                               f"{type(value).__name__}.")
+    return items
+
+
+def _builtin_presets() -> dict:
+    from .methods.presets import BUILTIN_PRESETS
+    return BUILTIN_PRESETS
+
+
+def load_method_plugins() -> None:
+    """Add the presets of every ``robustdarts.methods`` entry point to ``PRESETS`` (once per process); a bad
+    entry point is one warning line and is left out."""
+    if METHOD_GROUP in _loaded:
+        return
+    _loaded.add(METHOD_GROUP)
+    from .methods.presets import PRESETS
+
+    for ep in _entry_points(METHOD_GROUP):
+        source = PluginSource(f"entry point {ep.name!r} ({ep.value})", _distribution(ep))
+        try:
+            try:
+                value = ep.load()
+            except Exception as e:  # any failure of someone else's import: their bug, reported, not ours
+                raise RobustDartsError(f"method plugin {source} failed to import ({type(e).__name__}: "
+                                       f"{first_line(e)}); fix or uninstall it.") from None
+            presets = _presets_of(value, str(source))
+            for preset in presets:
+                if preset.name in _builtin_presets():
+                    raise RobustDartsError(f"method plugin {source} declares {preset.name!r}, which is a built-in "
+                                           f"method; rename its preset.")
+                if preset.name in METHOD_SOURCES and METHOD_SOURCES[preset.name] != source:
+                    raise RobustDartsError(f"method plugin {source} declares {preset.name!r}, which "
+                                           f"{METHOD_SOURCES[preset.name]} declares too; rename one of them.")
+        except RobustDartsError as e:
+            BROKEN_METHODS[ep.name] = str(e)
+            warn_once(f"{e} The built-in methods work as before.")
+            continue
+        for preset in presets:
+            PRESETS[preset.name] = preset
+            METHOD_SOURCES[preset.name] = source
+        if len(presets) == 1 and presets[0].name != ep.name:
+            _ALIASES[ep.name] = presets[0].name
+
+
+def import_object(spec: str, what: str):
+    """The object ``MODULE:ATTRIBUTE`` names (dotted attributes allowed), or one sentence saying why not."""
+    module_name, _, attribute = spec.partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+    except Exception as e:
+        raise RobustDartsError(f"{what} plugin {spec!r} failed to import ({type(e).__name__}: {first_line(e)}); "
+                               f"check that {module_name} is on the Python path (PYTHONPATH) and imports "
+                               f"cleanly.") from None
+    for part in attribute.split("."):
+        if not hasattr(obj, part):
+            raise RobustDartsError(f"{what} plugin {spec!r}: module {module_name} has no attribute {attribute!r}; "
+                                   f"name an attribute it defines.")
+        obj = getattr(obj, part)
+    return obj
+
+
+def load_method_spec(spec: str):
+    """Register the preset ``MODULE:ATTRIBUTE`` names under that string and return it: the string is what the
+    run records, so another process (a resume, a bench worker) imports the same preset again."""
+    from .methods.presets import PRESETS
+
+    if spec in PRESETS:
+        return PRESETS[spec]
+    presets = _presets_of(import_object(spec, "method"), repr(spec))
+    if len(presets) != 1:
+        raise RobustDartsError(f"method plugin {spec!r} holds {len(presets)} presets; --method MODULE:ATTRIBUTE "
+                               f"needs one, so name a single Preset (or install the package's entry points).")
+    preset = presets[0]
+    if preset.name in _builtin_presets():
+        raise RobustDartsError(f"method plugin {spec!r} declares {preset.name!r}, which is a built-in method; "
+                               f"rename its preset.")
+    preset = replace(preset, name=spec)
+    PRESETS[spec] = preset
+    METHOD_SOURCES[spec] = PluginSource(spec)
+    return preset
+
+
+def find_method(name: str):
+    """The plugin preset ``name`` names (MODULE:ATTRIBUTE, an entry-point preset or entry point), or None; a
+    broken plugin of that name raises its one sentence."""
+    if is_spec(name):
+        return load_method_spec(name)
+    load_method_plugins()
+    from .methods.presets import PRESETS
+
+    name = _ALIASES.get(name, name)
+    if name in PRESETS:
+        return PRESETS[name]
+    if name in BROKEN_METHODS:
+        raise RobustDartsError(BROKEN_METHODS[name])
+    return None
+
+
+def method_source(name: str) -> PluginSource | None:
+    """Where plugin preset ``name`` came from, or None for a built-in."""
+    return METHOD_SOURCES.get(name)
+
+
+def reset() -> None:
+    """Forget the plugins read so far and take their rows out of the registries (tests that install or remove a
+    plugin mid-process)."""
+    from .methods.presets import PRESETS
+    from .spaces import ops
+
+    for name in METHOD_SOURCES:
+        PRESETS.pop(name, None)
+    METHOD_SOURCES.clear()
+    BROKEN_METHODS.clear()
+    _ALIASES.clear()
+    _loaded.clear()
+    ops.reset_plugins()
+    forget_warnings()
+    importlib.invalidate_caches()
+
+
+__all__ = ["METHOD_GROUP", "PluginSource", "is_spec", "load_method_plugins", "load_method_spec", "find_method",
+           "method_source", "import_object", "reset"]

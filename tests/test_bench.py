@@ -104,6 +104,7 @@ def test_sweeps_make_labelled_variants_and_a_seed_count_is_a_range():
     ({"search": {"method.bogus": 1}}, ["has no option 'bogus'"]),
     ({"train": {"layer": 3}}, ["condition default, train", "unknown config field 'layer'"]),
     ({"search": {"seed": 3}}, ["search sets 'seed', which the grid's axes set"]),
+    ({"train": {"seed": 3}}, ["train sets 'seed'", "evaluation recipe decides", "seeds axis"]),
     ({"preset": "huge"}, ["unknown preset 'huge'"]),
     ({"select": [{"name": "best", "from": ["darts"], "by": "test_acc"}]}, ["unknown selection criterion 'test_acc'"]),
     ({"select": [{"name": "best", "from": ["drats"]}]}, ["unknown method label 'drats'"]),

@@ -8,11 +8,18 @@ the parameter count without the auxiliary head reaches 1.5M (the reference's loo
 auxiliary 0.4, cutout 16 on CIFAR and none on SVHN (which also has no crop or flip), drop path p0 × |normal concat
 set| ramped linearly (p0 per dataset and condition below), the adaptive drop path on CIFAR-100 and SVHN, and, as the
 reference's logged metric, the best test accuracy over epochs 401–599 (reported beside our final-epoch accuracy,
-labelled; it is selected on the test set, so never the number to select by).
+labelled; it is selected on the test set, so never the number to select by). Its train.py fixes the seed to 0 for
+every training (spec L §2.3), so the recipe does too: every architecture of an LHD benchmark trains from the same
+initialization and batches, whatever the seed of the search that found it (``--seed`` or ``--set seed=`` still win).
+
+``recipe_defaults`` is the part a space kind, a dataset and a condition decide; ``train_defaults`` completes it
+with what only the genotype decides (the drop path's |normal concat| factor, the 1M width). ``bench plan`` shows
+and costs the first and ``bench run`` trains with the second, so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from .discretize import LHD_CONDITIONS
@@ -37,10 +44,12 @@ LHD_1M = dict(layers=25, start=36, step=2, min_params=1.5e6)
 LHD_REPORT_AFTER = 400  # the reference evaluates the test set at epochs > 400 and logs the best of those
 
 
+@functools.lru_cache(maxsize=256)
 def lhd_width(genotype, num_classes: int, in_channels: int = 3, layers: int = 25, start: int = 36, step: int = 2,
               min_params: float = 1.5e6) -> int:
     """The 1M condition's initial channels: from ``start``, +``step`` until the network of ``layers`` cells has at
-    least ``min_params`` parameters without its auxiliary head (built on the meta device: no memory)."""
+    least ``min_params`` parameters without its auxiliary head (built on the meta device: no memory; a few seconds
+    for 25 cells, hence cached: a grid's conditions and seeds often share a genotype)."""
     import torch
 
     from .evalnet import EvalNetwork
@@ -59,40 +68,70 @@ def lhd_width(genotype, num_classes: int, in_channels: int = 3, layers: int = 25
 
 def check_condition(genotype, condition: str | None) -> str:
     """The condition's canonical name; an unknown one, or one the genotype's space has not, is one sentence."""
+    return condition_key(genotype.kind, condition)
+
+
+def condition_key(kind: str, condition: str | None) -> str:
+    """``check_condition`` for a kind of genotype (darts, lhd, nb201) before any genotype exists."""
     key = str(condition or "base").lower()
-    if genotype.kind == "lhd":
+    if kind == "lhd":
         if key not in LHD_CONDITIONS:
             raise unknown("LHD condition", condition, LHD_CONDITIONS)
         return key
     if key != "base":
         raise RobustDartsError(f"condition {condition!r} is an LHD evaluation condition, but the genotype is of kind "
-                               f"{genotype.kind!r}; drop --condition (its recipe is DARTS').")
+                               f"{kind!r}; drop --condition (its recipe is DARTS').")
     return key
+
+
+LHD_STEPS = 5  # intermediate nodes of an LHD cell: the largest normal concat set
+
+
+def recipe_defaults(kind: str, dataset: str, condition: str | None = "base") -> dict[str, Any]:
+    """The evaluation recipe's TrainConfig fields that the genotype's kind, the dataset and the condition decide.
+    The two an LHD genotype decides hold their bounds here: the drop path at p0 × 5 (all five nodes concatenated;
+    a genotype's own p0 × |normal concat| is at most that) and the 1M width at its start, 36 (it only grows)."""
+    key = condition_key(kind, condition)
+    if kind != "lhd":
+        return {"condition": key}
+    from .data import dataset_info
+
+    name = dataset_info(dataset).name
+    p0 = LHD_DROP_PATH[key].get(name, LHD_DROP_PATH[key]["cifar10"])
+    fields: dict[str, Any] = dict(condition=key, seed=0, epochs=600, batch_size=64, lr=0.025, lr_min=0.0,
+                                  weight_decay=3e-4, auxiliary=True, auxiliary_weight=0.4, init_channels=36, layers=20,
+                                  drop_path=p0 * LHD_STEPS, report_best_after=LHD_REPORT_AFTER,
+                                  adaptive_drop_path=LHD_ADAPTIVE_DROP_PATH.get(name))
+    fields.update(cutout=0, augment=False) if name == "svhn" else fields.update(cutout=16, augment=True)
+    if key == "1m":
+        fields.update(layers=LHD_1M["layers"], init_channels=LHD_1M["start"])
+    return fields
+
+
+def genotype_fields(kind: str, condition: str | None = "base") -> tuple[str, ...]:
+    """The fields of ``recipe_defaults`` that ``train_defaults`` replaces with the genotype's own values."""
+    if kind != "lhd":
+        return ()
+    return ("drop_path", "init_channels") if condition_key(kind, condition) == "1m" else ("drop_path",)
 
 
 def train_defaults(genotype, dataset: str, condition: str | None = "base") -> dict[str, Any]:
     """TrainConfig fields of the evaluation recipe for ``genotype`` on ``dataset`` under ``condition`` (layered under
     the sizes preset and the user's values). DARTS-kind and NB201 genotypes keep the TrainConfig defaults."""
     key = check_condition(genotype, condition)
+    fields = recipe_defaults(genotype.kind, dataset, key)
     if genotype.kind != "lhd":
-        return {"condition": key}
+        return fields
     from .data import dataset_info
 
     info = dataset_info(dataset)
-    name = info.name
-    p0 = LHD_DROP_PATH[key].get(name, LHD_DROP_PATH[key]["cifar10"])
-    fields: dict[str, Any] = dict(condition=key, epochs=600, batch_size=64, lr=0.025, lr_min=0.0, weight_decay=3e-4,
-                                  auxiliary=True, auxiliary_weight=0.4, init_channels=36, layers=20,
-                                  drop_path=p0 * len(genotype.normal_output["concat"]),
-                                  report_best_after=LHD_REPORT_AFTER,
-                                  adaptive_drop_path=LHD_ADAPTIVE_DROP_PATH.get(name))
-    fields.update(cutout=0, augment=False) if name == "svhn" else fields.update(cutout=16, augment=True)
+    p0 = LHD_DROP_PATH[key].get(info.name, LHD_DROP_PATH[key]["cifar10"])
+    fields["drop_path"] = p0 * len(genotype.normal_output["concat"])
     if key == "1m":
-        fields["layers"] = LHD_1M["layers"]
         fields["init_channels"] = lhd_width(genotype, info.num_classes, info.channels, LHD_1M["layers"],
                                             LHD_1M["start"], LHD_1M["step"], LHD_1M["min_params"])
     return fields
 
 
 __all__ = ["LHD_DROP_PATH", "LHD_ADAPTIVE_DROP_PATH", "LHD_1M", "LHD_REPORT_AFTER", "lhd_width", "check_condition",
-           "train_defaults"]
+           "condition_key", "recipe_defaults", "genotype_fields", "train_defaults"]

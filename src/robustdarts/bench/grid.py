@@ -17,7 +17,9 @@ A grid is YAML (a file, or the name of a preset shipped in ``bench/presets/``)::
 
 Axis entries of ``methods``, ``spaces`` and ``datasets`` are names or mappings with their own ``search`` /
 ``train`` overrides (``label`` names a method entry in reports; ``sweep`` makes one variant per value). Layers,
-later winning: grid ``search`` < space < dataset < method < sweep value (trainings add the condition's ``train``).
+later winning: grid ``search`` < space < dataset < method < sweep value (trainings add the condition's ``train``,
+all over the evaluation recipe of the space's kind and the sizes preset: eval_recipe.recipe_defaults, LHD's for LHD
+cells, whose trainings keep its fixed seed 0 rather than the search's).
 
 A cell is one search (method variant × space × dataset × seed) with its conditions; its id is a hash of its
 resolved SearchConfig (``data_dir`` left out: where the data lie changes no number), so the same search keeps its
@@ -31,7 +33,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -47,6 +51,15 @@ GRID_KEYS = ("name", "description", "preset", "methods", "spaces", "datasets", "
 SELECT_BY = ("valid_acc", "supernet_val_acc")  # never test_acc: the test set is reported, not selected on
 SELECT_OVER = ("variants", "seeds")
 DEFAULT_CONDITION = "default"
+# Bounds that keep a grid what a benchmark can be, checked before anything is built (a grid of 10^9 seeds used to
+# hang expanding them, a 464-byte grid of nested YAML aliases to take 50 s and 6 GB): cells (searches) and
+# (cell, condition) units per grid, the nodes of the YAML document with every alias expanded, and the length of a
+# label, which names run directories (a 300-character one failed at run time: name too long) and report rows.
+MAX_CELLS = 10_000
+MAX_UNITS = 100_000
+MAX_YAML_NODES = 100_000
+MAX_LABEL = 100
+MAX_LAYERS = 1_000  # cells of one network (the papers' have 5 to 25); deeper ones fit memory only at toy widths
 # Policies derive.derive_from_run handles itself when it has no policy_names() to list them.
 _EPOCH_POLICIES = ("selective-stop",)
 
@@ -162,8 +175,12 @@ class Cell:
 
     def __post_init__(self):
         if not self.run_dir:
-            name = "-".join(p for p in (self.method, self.variant, self.space, self.dataset, f"s{self.seed}") if p)
-            object.__setattr__(self, "run_dir", f"cells/{_slug(name)}-{self.cell_id}")
+            from ..data.own import dataset_label
+            name = "-".join(p for p in (self.method, self.variant, self.space, dataset_label(self.dataset),
+                                        f"s{self.seed}") if p)
+            # Cut to stay well inside the 255 bytes of a file name (a long sweep's variant can pass them); the id
+            # keeps it unique.
+            object.__setattr__(self, "run_dir", f"cells/{_slug(name)[:180]}-{self.cell_id}")
 
     def search_config(self) -> SearchConfig:
         return SearchConfig(**self.search)
@@ -202,11 +219,42 @@ def load_grid(spec: str | Path) -> Grid:
                                f"{', '.join(preset_names())}.")
     else:
         raise unknown("grid preset", spec, preset_names(), where="(and no such file)")
+    return grid_from_dict(_load_yaml(text, source), source)
+
+
+def _load_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load`` that refuses, before constructing anything, a document whose nodes with every alias
+    expanded number more than MAX_YAML_NODES ("billion laughs": nine levels of nine aliases are 9^9 values, which
+    the checks and the JSON of the store would each walk), or that is nested too deeply to read."""
+    loader = yaml.SafeLoader(text)
     try:
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is not None and _expanded_nodes(node, {}) > MAX_YAML_NODES:
+            raise RobustDartsError(f"{source} expands to more than {MAX_YAML_NODES:,} YAML values through its "
+                                   f"aliases (*name); write the grid out without nested aliases.")
+        return None if node is None else loader.construct_document(node)
     except yaml.YAMLError as e:
         raise RobustDartsError(f"{source} is not valid YAML ({str(e).splitlines()[0]}); fix its syntax.") from None
-    return grid_from_dict(data, source)
+    except RecursionError:
+        raise RobustDartsError(f"{source} is nested too deeply to be a grid; write key: value lines.") from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_nodes(node, sizes: dict[int, int]) -> int:
+    """The node count of ``node``'s tree with aliases expanded: each shared node is counted where it is used,
+    computed once per node (an alias is the same node object), so a bomb is measured without being expanded."""
+    key = id(node)
+    if key not in sizes:
+        sizes[key] = 0  # a recursive alias (&a [*a]) counts as one node here; construction refuses nothing worse
+        if isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(_expanded_nodes(n, sizes) for n in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total = 1 + sum(_expanded_nodes(k, sizes) + _expanded_nodes(v, sizes) for k, v in node.value)
+        else:
+            total = 1
+        sizes[key] = total
+    return sizes[key]
 
 
 def grid_from_dict(data: Any, source: str = "grid") -> Grid:
@@ -246,10 +294,22 @@ def grid_from_dict(data: Any, source: str = "grid") -> Grid:
         if key not in ("num_cpus", "num_gpus") or not isinstance(value, (int, float)) or value < 0:
             raise RobustDartsError(f"{source}: resources takes num_cpus and num_gpus as numbers >= 0, not "
                                    f"{key}: {value!r}.")
-    return Grid(name=str(data.get("name") or Path(source).stem), methods=methods, spaces=spaces, datasets=datasets,
+    cells = _count_cells(methods, spaces, datasets, seeds)
+    if cells > MAX_CELLS or cells * len(conditions) > MAX_UNITS:
+        raise RobustDartsError(f"{source} holds {cells:,} searches × {len(conditions)} conditions, more than the "
+                               f"{MAX_CELLS:,} searches and {MAX_UNITS:,} derivations a grid may hold; split it into "
+                               f"smaller grids.")
+    name = _label(data.get("name") or Path(source).stem, "grid name", source)
+    return Grid(name=name, methods=methods, spaces=spaces, datasets=datasets,
                 seeds=seeds, conditions=conditions, search=_overrides(data.get("search"), "search", source),
                 train=train, preset=preset, select=select, measure=measure, resources=res,
                 description=str(data.get("description") or ""), source=source)
+
+
+def _count_cells(methods, spaces, datasets, seeds) -> int:
+    """Searches of a grid from its axes' lengths, the sweeps' points multiplied out without listing them."""
+    variants = sum(math.prod(len(v) for v in m.sweep.values()) for m in methods)
+    return variants * len(spaces) * len(datasets) * len(seeds)
 
 
 def _axis(data: dict, axis: str, source: str) -> list:
@@ -268,6 +328,9 @@ def _seeds(value: Any, source: str) -> tuple[int, ...]:
         if value < 1:
             raise RobustDartsError(f"{source}: the 'seeds' axis is empty (a count of {value}); give a count >= 1 "
                                    f"or a list of seeds.")
+        if value > MAX_CELLS:  # checked before range() is expanded: 10^9 seeds used to hang here
+            raise RobustDartsError(f"{source}: seeds is a count of {value}, more than the {MAX_CELLS:,} searches a "
+                                   f"grid may hold; give a count <= {MAX_CELLS:,}.")
         return tuple(range(value))
     if value is None or value == []:
         raise RobustDartsError(f"{source}: the 'seeds' axis is empty; list at least one value.")
@@ -300,10 +363,14 @@ def _overrides(value: Any, what: str, source: str) -> dict[str, Any]:
     ``method.x`` keys gathered into ``method_options``."""
     out: dict[str, Any] = {}
     for key, v in _mapping(value, what, source).items():
+        if str(key) == "seed" and what.endswith("train"):
+            raise RobustDartsError(f"{source}: {what} sets 'seed', which the evaluation recipe decides (a training "
+                                   f"takes its search's seed, an LHD training seed 0 as LHD's train.py); use the "
+                                   f"seeds axis for more runs.")
         if str(key) in _AXIS_FIELDS:
             raise RobustDartsError(f"{source}: {what} sets {key!r}, which the grid's axes set; use the "
                                    f"{'preset key' if key == 'preset' else 'axes'} instead.")
-        v = parse_value(v) if isinstance(v, str) else v
+        v = _value(v, key, what, source)
         if str(key).startswith("method."):
             out.setdefault("method_options", {})[str(key)[len("method."):]] = v
         elif key == "method_options":
@@ -313,9 +380,35 @@ def _overrides(value: Any, what: str, source: str) -> dict[str, Any]:
     return out
 
 
+def _value(v: Any, key: Any, what: str, source: str) -> Any:
+    """An override's value, text parsed as ``--set`` parses it; nothing (``lr: ''``, ``lr:``) is refused, as
+    ``--set lr=`` is: it used to leave the field at its default without a word. ``none`` sets an optional field to
+    None."""
+    if v is None or (isinstance(v, str) and not v.strip()):
+        raise RobustDartsError(f"{source}: {what} sets {key!r} to nothing; give it a value (none for an optional "
+                               f"field) or leave it out.")
+    return parse_value(v) if isinstance(v, str) else v
+
+
+def _label(value: Any, what: str, source: str, limit: int | None = MAX_LABEL) -> str:
+    """A label as reports, tables and run directory names use it: printable text of at most ``limit`` characters
+    (a newline broke Markdown tables; a 300-character label failed at run time on the file name's length). A
+    dataset named by its path (``folder:PATH``) has no length limit: run directories name it by dataset_label."""
+    text = str(value)
+    bad = next((ch for ch in text if unicodedata.category(ch)[0] == "C"), None)
+    if bad is not None:
+        raise RobustDartsError(f"{source}: {what} {text[:40]!r} holds the control character {bad!r}; use printable "
+                               f"text.")
+    if (limit is not None and len(text) > limit) or not text.strip():
+        raise RobustDartsError(f"{source}: {what} {text[:40]!r}{' (cut here)' if len(text) > 40 else ''} has "
+                               f"{len(text)} characters; give it 1 to {limit or MAX_LABEL}.")
+    return text
+
+
 def _entry(value: Any, kind: str, source: str, sweeps: bool = False) -> AxisEntry:
     if isinstance(value, str):
-        return AxisEntry(name=value, label=value)
+        return AxisEntry(name=value, label=_label(value, f"{kind} entry", source,
+                                                  None if kind == "dataset" else MAX_LABEL))
     if not isinstance(value, dict):
         raise RobustDartsError(f"{source}: {kind} entry {value!r} must be a name or a mapping with a {kind!r} key.")
     keys = {kind, "label", "search", "train"} | ({"sweep"} if sweeps else set())
@@ -330,8 +423,10 @@ def _entry(value: Any, kind: str, source: str, sweeps: bool = False) -> AxisEntr
     for key, values in _mapping(value.get("sweep"), f"{kind} {name} sweep", source).items():
         if not isinstance(values, list) or not values:
             raise RobustDartsError(f"{source}: sweep {key!r} of {kind} {name!r} must be a non-empty list of values.")
-        sweep[str(key)] = tuple(parse_value(v) if isinstance(v, str) else v for v in values)
-    return AxisEntry(name=name, label=str(value.get("label") or name),
+        sweep[str(key)] = tuple(_value(v, key, f"sweep of {kind} {name!r}", source) for v in values)
+    named = kind == "dataset" and not value.get("label")  # a path given as the name: no length limit
+    return AxisEntry(name=name, label=_label(value.get("label") or name, f"the label of {kind} {name!r}", source,
+                                             None if named else MAX_LABEL),
                      search=_overrides(value.get("search"), f"{kind} {name} search", source),
                      train=_overrides(value.get("train"), f"{kind} {name} train", source), sweep=sweep)
 
@@ -340,7 +435,7 @@ def _condition(value: Any, source: str) -> Condition:
     """``default`` (the run's own genotype), a policy name, ``policy:condition``, a bare LHD condition (policy
     lhd), or a mapping {policy, condition, label, train}."""
     if isinstance(value, str):
-        text = value.strip()
+        text = _label(value.strip(), "condition", source)
         if text == DEFAULT_CONDITION:
             return Condition(DEFAULT_CONDITION)
         policy, sep, cond = text.partition(":")
@@ -358,8 +453,9 @@ def _condition(value: Any, source: str) -> Condition:
     policy, cond = value.get("policy"), value.get("condition")
     if policy is None and cond is not None and str(cond) in _lhd_conditions():
         policy = "lhd"
-    label = value.get("label") or (":".join(str(p) for p in (policy, cond) if p) or DEFAULT_CONDITION)
-    return Condition(str(label), None if policy in (None, DEFAULT_CONDITION) else str(policy),
+    label = _label(value.get("label") or (":".join(str(p) for p in (policy, cond) if p) or DEFAULT_CONDITION),
+                   "condition label", source)
+    return Condition(label, None if policy in (None, DEFAULT_CONDITION) else str(policy),
                      None if cond is None else str(cond), _overrides(value.get("train"), f"condition {label} train",
                                                                      source))
 
@@ -378,7 +474,7 @@ def _rule(value: Any, source: str) -> SelectRule:
     if over not in SELECT_OVER:
         raise unknown("selection scope", over, SELECT_OVER, where=f"in select rule {value['name']!r} of {source}")
     from_ = value["from"] if isinstance(value["from"], list) else [value["from"]]
-    return SelectRule(str(value["name"]), tuple(map(str, from_)), by, over)
+    return SelectRule(_label(value["name"], "select rule", source), tuple(map(str, from_)), by, over)
 
 
 # ---- the live registries ---------------------------------------------------------------------------------------
@@ -405,20 +501,26 @@ def _lhd_conditions() -> tuple[str, ...]:
 def expand(grid: Grid) -> list[Cell]:
     """Every cell of the grid in a fixed order (methods, variants, spaces, datasets, seeds), validated."""
     from ..data.datasets import dataset_info
-    from ..methods import PRESETS, make_recipe
+    from ..data.own import canonical_name, is_own
+    from ..eval_recipe import recipe_defaults
+    from ..memory import ANY_MACHINE, check_search, check_train_floor
+    from ..methods import PRESETS, has_preset, make_recipe
     from ..spaces import SPACES, get_space
 
     src = grid.source
     _unique([m.label for m in grid.methods], "method label", src)
     _unique([c.label for c in grid.conditions], "condition label", src)
     for m in grid.methods:
-        if m.name not in PRESETS:
+        if not has_preset(m.name):  # a plugin's preset (entry point or MODULE:ATTRIBUTE) is loaded here
             raise unknown("method", m.name, PRESETS, where=f"in {src}")
     for s in grid.spaces:
         if s.name not in SPACES:
             raise unknown("space", s.name, SPACES, where=f"in {src}")
     names = []
     for d in grid.datasets:
+        if is_own(d.name):  # read below, once a cell's config says whether to skip unreadable images
+            names.append(_checked(lambda: canonical_name(d.name), f"{src}, dataset {d.name}"))
+            continue
         try:
             names.append(dataset_info(d.name).name)
         except RobustDartsError:
@@ -465,6 +567,11 @@ def expand(grid: Grid) -> list[Cell]:
                     if grid.preset is not None:
                         search["preset"] = grid.preset
                     cfg = _resolve_search(search, where)
+                    # What no machine holds is refused here, before plan.estimate counts FLOPs (init_channels 100000
+                    # used to end in an allocator traceback there, 100000 layers in 90 s of silence); whether a cell
+                    # fits the machine it runs on is checked there, when it runs.
+                    _check_layers(cfg.layers, where)
+                    _checked(lambda: check_search(cfg, ANY_MACHINE), where)
                     if (m.name, s.name) not in recipes_checked:  # a method that cannot run on a space says so
                         _checked(lambda: make_recipe(cfg), where)
                         recipes_checked.add((m.name, s.name))
@@ -474,34 +581,90 @@ def expand(grid: Grid) -> list[Cell]:
                             trainings.append((None, None))
                             continue
                         over = _merge(grid.train, s.train, d.train, m.train, c.train)
-                        over.update(dataset=dataset, seed=grid.seeds[0])
+                        over.update(dataset=dataset)
                         if c.policy == "lhd" and c.condition and "condition" in train_fields:
                             over["condition"] = c.condition  # LHD's network per condition (1M)
                         if cfg.data_dir is not None:
                             over.setdefault("data_dir", cfg.data_dir)
                         if grid.preset is not None:
                             over.setdefault("preset", grid.preset)
-                        built = _checked(lambda: build(TrainConfig, {**over, "genotype": ""}, "train"),
+                        # The evaluation recipe that cell.train_config layers under these values at run time
+                        # (LHD's for LHD cells), so that the plan shows and costs what runs.
+                        base = _checked(lambda: recipe_defaults(
+                            get_space(s.name).kind, dataset, c.condition if c.policy == "lhd" else None),
+                            f"{where}, condition {c.label}, train")
+                        if "seed" not in base:  # a recipe without its own (LHD's is 0) trains with the search's
+                            over["seed"] = grid.seeds[0]
+                        built = _checked(lambda: build(TrainConfig, {**over, "genotype": ""}, "train", base=base),
                                          f"{where}, condition {c.label}, train")
+                        _check_layers(built.layers, f"{where}, condition {c.label}, train")
+                        # No genotype yet: refused only if no genotype of the space's kind could fit.
+                        _checked(lambda: check_train_floor(built, get_space(s.name).kind, ANY_MACHINE),
+                                 f"{where}, condition {c.label}, train")
                         trainings.append((dataclasses.asdict(built), over))
+                    located = _where_free(cfg.dataset, where)
                     for seed in grid.seeds:
                         fields = {**dataclasses.asdict(cfg), "seed": seed}
-                        cell_id = stable_id({k: v for k, v in fields.items() if k != "data_dir"})
+                        cell_id = stable_id(located({k: v for k, v in fields.items() if k != "data_dir"}))
                         if cell_id in seen:
                             raise RobustDartsError(f"{src}: {where}, seed {seed} resolves to the same search as "
                                                    f"{seen[cell_id]}; remove one of them.")
                         seen[cell_id] = f"{where}, seed {seed}"
                         conditions = []
                         for c, (train, over) in zip(grid.conditions, trainings):
-                            if train is not None:
+                            if train is not None and "seed" in over:
                                 train, over = {**train, "seed": seed}, {**over, "seed": seed}
                             unit = stable_id({"cell": cell_id, "policy": c.policy, "condition": c.condition,
                                               "train": None if train is None else
-                                              {k: v for k, v in train.items() if k not in ("genotype", "data_dir")}})
+                                              located({k: v for k, v in train.items()
+                                                       if k not in ("genotype", "data_dir")})})
                             conditions.append(CellCondition(unit, c.label, c.policy, c.condition, train, over))
                         cells.append(Cell(cell_id, len(cells), m.label, m.name, variant, s.name, dataset, seed,
                                           fields, tuple(conditions), dict(grid.measure), dict(grid.resources)))
+    _check_selections(grid, cells)
     return cells
+
+
+def _check_layers(layers: int, where: str) -> None:
+    if layers > MAX_LAYERS:
+        raise RobustDartsError(f"{where}: layers is {layers}, more than the {MAX_LAYERS:,} cells a network of a grid "
+                               f"may have; give layers <= {MAX_LAYERS:,}.")
+
+
+def _check_selections(grid: Grid, cells: list[Cell]) -> None:
+    """A rule by valid_acc needs every candidate's training to hold images out: without, no candidate has a score,
+    the rule selects nothing and the report reads "0 of N" after the whole grid has run."""
+    for rule in grid.select:
+        if rule.by != "valid_acc":
+            continue
+        for c in cells:
+            blind = next((k for k in c.conditions if c.method in rule.from_ and k.train is not None
+                          and not k.train.get("valid_images")), None)
+            if blind is not None:
+                raise RobustDartsError(f"{grid.source}: select rule {rule.name!r} selects by valid_acc, but the "
+                                       f"trainings of method {c.method!r} (condition {blind.label}) hold out no "
+                                       f"images; set valid_images in train: or select by supernet_val_acc.")
+
+
+def _where_free(dataset: str, where: str):
+    """The id fields of a config made independent of where its data lie, as ``data_dir`` is left out: a user's
+    ``folder:``/``npz:`` path becomes the data's content digest (moving the folder keeps the cells; changing its
+    images makes new ones). ``skip_bad_images`` at its default is left out too, so that the ids of grids written
+    before the field existed stay the same."""
+    from ..data.own import is_own
+
+    identity = dataset
+    if is_own(dataset):
+        from ..data.datasets import dataset_info
+        identity = f"{dataset.split(':', 1)[0]}:{_checked(lambda: dataset_info(dataset), where).digest}"
+
+    def located(fields: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in fields.items() if not (k == "skip_bad_images" and not v)}
+        if "dataset" in out:
+            out["dataset"] = identity
+        return out
+
+    return located
 
 
 def _resolve_search(overrides: dict[str, Any], where: str) -> SearchConfig:
@@ -554,6 +717,6 @@ def grid_size(grid: Grid) -> dict[str, Any]:
     methods it names that this robustdarts lacks (a preset may list methods still to come)."""
     from ..methods import PRESETS
 
-    cells = sum(len(m.variants()) for m in grid.methods) * len(grid.spaces) * len(grid.datasets) * len(grid.seeds)
+    cells = _count_cells(grid.methods, grid.spaces, grid.datasets, grid.seeds)
     return {"cells": cells, "trainings": cells * len(grid.conditions) if grid.train is not None else 0,
             "missing_methods": [m.name for m in grid.methods if m.name not in PRESETS]}

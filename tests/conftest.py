@@ -1,5 +1,9 @@
-"""Shared test settings: where the project's shared/ folder is (beside the clone, as in CI)."""
+"""Shared test settings: where the project's shared/ folder is (beside the clone, as in CI); the tiny search config;
+the in-process CLI and the snapshot of a folder that the bad-input tables compare before and after."""
 
+import contextlib
+import io
+import os
 from pathlib import Path
 
 _REPO = Path(__file__).resolve().parents[1]
@@ -42,3 +46,30 @@ def search_runs(tmp_path_factory):
         Search(tiny_config("darts", space, epochs=2, arch_lr=0.05), root / space, progress=False).run()
         runs[space] = root / space
     return runs
+
+
+def invoke(args, cwd: Path) -> tuple[int, str]:
+    """(exit code, stdout + stderr) of one command line through ``robustdarts.cli.run_cli`` (what ``main`` runs:
+    the same error handling, exit codes and printing), in-process in ``cwd``."""
+    from robustdarts.cli import run_cli
+
+    out = io.StringIO()
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            code = run_cli([str(a) for a in args])
+    finally:
+        os.chdir(old)
+    return code, out.getvalue()
+
+
+def snapshot(root: Path) -> dict[str, object]:
+    """Every file (bytes), directory (None) and symbolic link (its target, not followed) under ``root``."""
+    seen: dict[str, object] = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = Path(folder) / name
+            key = str(p.relative_to(root))
+            seen[key] = ("link", os.readlink(p)) if p.is_symlink() else (None if p.is_dir() else p.read_bytes())
+    return seen

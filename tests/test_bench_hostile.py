@@ -13,12 +13,10 @@ synthetic grid's real plan.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import itertools
 import json
-import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -26,9 +24,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import invoke, snapshot
 from robustdarts.bench import Store, grid_from_dict, make_plan
 from robustdarts.bench.store import FILENAME, PlanReplaced, units_of
-from robustdarts.cli import run_cli
 
 SIZES = {"batch_size": 8, "init_channels": 4, "layers": 3, "image_size": 8, "limit_images": 32}
 GRID = {"name": "hostile", "methods": ["darts", "beta-darts"], "spaces": ["s3"], "datasets": ["synthetic"],
@@ -38,29 +36,6 @@ GRID = {"name": "hostile", "methods": ["darts", "beta-darts"], "spaces": ["s3"],
 OTHER = {**GRID, "name": "other", "train": {**GRID["train"], "epochs": 2}}
 EIGENVALUES = [0.25, -0.08, 0.5, 0.125]  # per cell; one negative: a number, never escaped in CSV
 
-
-def invoke(args, cwd: Path) -> tuple[int, str]:
-    """(exit code, stdout + stderr) of one command line, run in-process in ``cwd`` (as test_bad_inputs.invoke)."""
-    out = io.StringIO()
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            code = run_cli([str(a) for a in args])
-    finally:
-        os.chdir(old)
-    return code, out.getvalue()
-
-
-def snapshot(root: Path) -> dict[str, object]:
-    """Every file (bytes), directory (None) and symbolic link (its target, not followed) under ``root``."""
-    seen: dict[str, object] = {}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            p = Path(folder) / name
-            key = str(p.relative_to(root))
-            seen[key] = ("link", os.readlink(p)) if p.is_symlink() else (None if p.is_dir() else p.read_bytes())
-    return seen
 
 
 def fill(store: Store, plan, accuracy: float = 0.5) -> None:

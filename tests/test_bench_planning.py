@@ -10,10 +10,7 @@ of 300 characters end in exit 2, one sentence, nothing written.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import os
 import textwrap
 from pathlib import Path
 
@@ -22,9 +19,9 @@ import pytest
 import torch
 import yaml
 
+from conftest import invoke
 from robustdarts.bench import expand, grid_from_dict, load_grid, make_plan
 from robustdarts.bench.plan import Plan
-from robustdarts.cli import run_cli
 from robustdarts.config import SearchConfig, load_yaml
 from robustdarts.methods import search_config
 
@@ -33,19 +30,6 @@ from robustdarts.methods import search_config
 LHD_SEARCH_AUGMENTS = {"cifar10": True, "cifar100": True, "svhn": False}
 # LHD eval/<ds>/train.py + .sh (spec L §2.3): the evaluation recipe's numbers.
 LHD_EVAL = dict(seed=0, epochs=600, batch_size=64, lr=0.025, weight_decay=3e-4, auxiliary_weight=0.4)
-
-
-def invoke(args, cwd: Path) -> tuple[int, str]:
-    """(exit code, stdout + stderr) of one command line through the real entry point, in-process."""
-    out = io.StringIO()
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            code = run_cli([str(a) for a in args])
-    finally:
-        os.chdir(old)
-    return code, out.getvalue()
 
 
 def lhd_genotype(seed: int = 0):

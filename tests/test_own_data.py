@@ -9,8 +9,6 @@ give through the built-in loader, and its second start reads the decode cache in
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -22,8 +20,8 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import invoke, snapshot
 from robustdarts import runs as runs_module
-from robustdarts.cli import run_cli
 from robustdarts.data import datasets, load_dataset
 from robustdarts.data import own
 
@@ -41,21 +39,6 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setattr(own, "_MEMO", {})
     monkeypatch.setattr(runs_module, "_LOCKS", {})
 
-
-def invoke(args, cwd: Path) -> tuple[int, str]:
-    out = io.StringIO()
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            code = run_cli([str(a) for a in args])
-    finally:
-        os.chdir(old)
-    return code, out.getvalue()
-
-
-def snapshot(root: Path) -> dict[str, bytes | None]:
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
 
 
 def pattern(label: int, size: int, channels: int, rng) -> np.ndarray:

@@ -134,6 +134,9 @@ def _release(run_dir: Path) -> None:
 def _search(cell: Cell, run_dir: Path):
     from ..search.loop import Search
 
+    # A user's space, from the definition the cell carries (this may be a fresh worker process): the search records
+    # it in the run directory, and the derivations and trainings after it find it registered.
+    cell.register_space()
     cfg = cell.search_config()
     if (run_dir / "checkpoint.pt").exists():
         search = Search.resume(run_dir, progress=False)

@@ -21,6 +21,12 @@ later winning: grid ``search`` < space < dataset < method < sweep value (trainin
 all over the evaluation recipe of the space's kind and the sizes preset: eval_recipe.recipe_defaults, LHD's for LHD
 cells, whose trainings keep its fixed seed 0 rather than the search's).
 
+A ``spaces`` entry may be a user's space file (``path/to/my-space.yaml``, spaces/fromfile.py), read once, when the
+grid is read: the entry keeps the space's ``definition`` (Space.definition), the store records it with the grid,
+and each cell carries it to the worker that runs it, which registers the space from there. Nothing after the
+reading opens the file again, since it may have changed or gone since. Cells and reports name the space by its
+``name`` field.
+
 A cell is one search (method variant × space × dataset × seed) with its conditions; its id is a hash of its
 resolved SearchConfig (``data_dir`` left out: where the data lie changes no number), so the same search keeps its
 id, run directory and results when a grid is extended. Each (cell, condition) has its own id, a hash of the cell,
@@ -60,8 +66,6 @@ MAX_UNITS = 100_000
 MAX_YAML_NODES = 100_000
 MAX_LABEL = 100
 MAX_LAYERS = 1_000  # cells of one network (the papers' have 5 to 25); deeper ones fit memory only at toy widths
-# Policies derive.derive_from_run handles itself when it has no policy_names() to list them.
-_EPOCH_POLICIES = ("selective-stop",)
 
 
 # ---- the grid as typed data ------------------------------------------------------------------------------------
@@ -73,6 +77,7 @@ class AxisEntry:
     search: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     sweep: dict[str, tuple] = field(default_factory=dict)
+    definition: dict[str, Any] | None = None  # a user's space (FILE.yaml) as its file defined it when read
 
     def variants(self) -> list[tuple[str, dict[str, Any]]]:
         """(variant label, search overrides) per point of the sweep, in the file's order; one unnamed variant
@@ -127,6 +132,8 @@ class Grid:
         """The grid in its file's form (what the store records); ``grid_from_dict`` reads it back."""
         def entry(e: AxisEntry, kind: str) -> dict:
             out = {kind: e.name, "label": e.label, "search": e.search, "train": e.train}
+            if e.definition is not None:  # read back instead of the file, which may have changed since
+                out["definition"] = e.definition
             return {**out, "sweep": {k: list(v) for k, v in e.sweep.items()}} if kind == "method" else out
 
         data = {"name": self.name, "description": self.description, "preset": self.preset,
@@ -162,7 +169,7 @@ class Cell:
     method: str  # the method entry's label (what reports group by)
     preset_method: str  # the method preset it runs
     variant: str
-    space: str
+    space: str  # the space's name (a user's space: its file's name field, not the file's path)
     dataset: str
     seed: int
     search: dict[str, Any]  # resolved SearchConfig fields
@@ -172,6 +179,9 @@ class Cell:
     # The search run directory, relative to the grid's output directory. Named after the labels for people; a
     # cell keeps the directory it was first run in (the store's) when a label is renamed later.
     run_dir: str = ""
+    # A user's space (a FILE.yaml entry) as the grid read it: the worker registers the space from this, never from
+    # the file, which may have changed since the plan (the cell's id holds this definition, not the file's path).
+    space_definition: dict[str, Any] | None = None
 
     def __post_init__(self):
         if not self.run_dir:
@@ -184,6 +194,14 @@ class Cell:
 
     def search_config(self) -> SearchConfig:
         return SearchConfig(**self.search)
+
+    def register_space(self) -> None:
+        """Register the user's space this cell searches (a spawned worker or a Ray task starts with the built-ins
+        only), from the definition the cell carries."""
+        if self.space_definition is not None:
+            from ..spaces.fromfile import space_fields
+            from ..spaces.registry import Space, register_space
+            register_space(Space(**space_fields(self.space_definition, f"the space of cell {self.cell_id}")))
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -268,7 +286,7 @@ def grid_from_dict(data: Any, source: str = "grid") -> Grid:
         if axis not in data:
             raise RobustDartsError(f"{source} has no {axis!r} axis; list at least one value under {axis}:.")
     methods = tuple(_entry(e, "method", source, sweeps=True) for e in _axis(data, "methods", source))
-    spaces = tuple(_entry(e, "space", source) for e in _axis(data, "spaces", source))
+    spaces = tuple(_space_entry(_entry(e, "space", source), e, source) for e in _axis(data, "spaces", source))
     datasets = tuple(_entry(e, "dataset", source) for e in _axis(data, "datasets", source))
     seeds = _seeds(data["seeds"], source)
     conditions = tuple(_condition(c, source) for c in _axis(data, "conditions", source)) \
@@ -408,10 +426,11 @@ def _label(value: Any, what: str, source: str, limit: int | None = MAX_LABEL) ->
 def _entry(value: Any, kind: str, source: str, sweeps: bool = False) -> AxisEntry:
     if isinstance(value, str):
         return AxisEntry(name=value, label=_label(value, f"{kind} entry", source,
-                                                  None if kind == "dataset" else MAX_LABEL))
+                                                  None if kind in ("dataset", "space") else MAX_LABEL))
     if not isinstance(value, dict):
         raise RobustDartsError(f"{source}: {kind} entry {value!r} must be a name or a mapping with a {kind!r} key.")
-    keys = {kind, "label", "search", "train"} | ({"sweep"} if sweeps else set())
+    keys = {kind, "label", "search", "train"} | ({"sweep"} if sweeps else set()) | \
+        ({"definition"} if kind == "space" else set())  # a space file's definition, as the store records it
     bad = sorted(set(value) - keys)
     if bad:
         raise RobustDartsError(f"{source}: {kind} entry {value.get(kind)!r} has unknown key {bad[0]!r}; its keys "
@@ -424,11 +443,68 @@ def _entry(value: Any, kind: str, source: str, sweeps: bool = False) -> AxisEntr
         if not isinstance(values, list) or not values:
             raise RobustDartsError(f"{source}: sweep {key!r} of {kind} {name!r} must be a non-empty list of values.")
         sweep[str(key)] = tuple(_value(v, key, f"sweep of {kind} {name!r}", source) for v in values)
-    named = kind == "dataset" and not value.get("label")  # a path given as the name: no length limit
+    named = kind in ("dataset", "space") and not value.get("label")  # a path given as the name: no length limit
     return AxisEntry(name=name, label=_label(value.get("label") or name, f"the label of {kind} {name!r}", source,
                                              None if named else MAX_LABEL),
                      search=_overrides(value.get("search"), f"{kind} {name} search", source),
                      train=_overrides(value.get("train"), f"{kind} {name} train", source), sweep=sweep)
+
+
+def _space_entry(entry: AxisEntry, value: Any, source: str) -> AxisEntry:
+    """A space entry with the definition of the user's space it names (``FILE.yaml``), checked and read here,
+    once: a malformed file is refused before anything is planned or written. A stored grid's entry carries its
+    ``definition`` (Grid.to_dict), which is read instead of the file, so that status and report never depend on it."""
+    from ..spaces.fromfile import read_space_file, space_fields
+    from ..spaces.registry import Space, is_space_file
+
+    given = value.get("definition") if isinstance(value, dict) else None
+    if given is None and not is_space_file(entry.name):
+        return entry
+    try:
+        fields = read_space_file(entry.name) if given is None else \
+            space_fields(given, f"the definition of space entry {entry.name!r}", source=entry.name)
+    except RobustDartsError as e:  # "space file PATH: field ...": the entry and the field, after the grid
+        raise RobustDartsError(f"{source}: {e}") from None
+    return dataclasses.replace(entry, definition=Space(**fields).definition())
+
+
+def _register_spaces(spaces: tuple[AxisEntry, ...], source: str) -> dict[str, str]:
+    """Entry name -> the name of its space, every one checked; a user's space is registered (in this process)
+    from the definition its entry carries. Two entries defining one name differently are refused: the registry,
+    the cells and the reports know a space by its name."""
+    from ..spaces import SPACES
+    from ..spaces.fromfile import space_fields
+    from ..spaces.registry import Space, register_space
+
+    names: dict[str, str] = {}
+    defined: dict[str, AxisEntry] = {}
+    for s in spaces:
+        if s.definition is None:
+            if s.name not in SPACES:
+                raise unknown("space", s.name, SPACES, where=f"in {source} (or give a FILE.yaml space)")
+            names[s.name] = s.name
+            continue
+        name = s.definition["name"]
+        other = defined.setdefault(name, s)
+        if other.definition != s.definition:
+            raise RobustDartsError(f"{source}: space entries {other.name} and {s.name} define two different spaces "
+                                   f"named {name!r}; give one of them another name.")
+        previous = SPACES.get(name)
+        _checked(lambda: register_space(Space(**space_fields(s.definition, f"space file {s.name}", source=s.name))),
+                 source)  # a built-in's name is refused here, in one sentence naming the entry
+        if previous is not None and previous.definition() != s.definition:
+            _forget_costs()  # this process planned another space of this name (an edited file): recount its costs
+        names[s.name] = name
+    return names
+
+
+def _forget_costs() -> None:
+    """Drop plan.py's memos per space name (FLOPs, α count, DARTS-PT work), which a redefined name would
+    otherwise answer from the old definition."""
+    from . import plan
+
+    for memo in (plan.supernet_flops, plan.darts_pt_work, plan._num_alpha, plan._kept_fraction):
+        memo.cache_clear()
 
 
 def _condition(value: Any, source: str) -> Condition:
@@ -482,11 +558,11 @@ def known_policies() -> dict[str, tuple[str, ...] | None]:
     """Policy name -> the space kinds it applies to (None: decided when it runs), read from the live registries
     (discretize.POLICIES, derive.policy_names) so that a policy added later is valid here at once. Those outside
     POLICIES (selective stop, DARTS-PT) work on the whole run and choose their epoch themselves."""
-    from .. import derive as derive_module
+    from ..derive import policy_names  # by its module: robustdarts.derive is the API function (api.py)
     from ..discretize import POLICIES
 
     out: dict[str, tuple[str, ...] | None] = {name: tuple(p.kinds) for name, p in POLICIES.items()}
-    names = derive_module.policy_names() if hasattr(derive_module, "policy_names") else _EPOCH_POLICIES
+    names = policy_names()
     for name in names:
         out.setdefault(name, None)
     return out
@@ -505,7 +581,7 @@ def expand(grid: Grid) -> list[Cell]:
     from ..eval_recipe import recipe_defaults
     from ..memory import ANY_MACHINE, check_search, check_train_floor
     from ..methods import PRESETS, has_preset, make_recipe
-    from ..spaces import SPACES, get_space
+    from ..spaces import get_space
 
     src = grid.source
     _unique([m.label for m in grid.methods], "method label", src)
@@ -513,9 +589,7 @@ def expand(grid: Grid) -> list[Cell]:
     for m in grid.methods:
         if not has_preset(m.name):  # a plugin's preset (entry point or MODULE:ATTRIBUTE) is loaded here
             raise unknown("method", m.name, PRESETS, where=f"in {src}")
-    for s in grid.spaces:
-        if s.name not in SPACES:
-            raise unknown("space", s.name, SPACES, where=f"in {src}")
+    space_of = _register_spaces(grid.spaces, src)  # entry -> space name (a FILE.yaml's registered from its entry)
     names = []
     for d in grid.datasets:
         if is_own(d.name):  # read below, once a cell's config says whether to skip unreadable images
@@ -538,7 +612,7 @@ def expand(grid: Grid) -> list[Cell]:
                                    f"{c.policy!r}; LHD conditions go with policy lhd (write lhd:{c.condition}).")
         kinds = policies.get(c.policy) if c.policy else None
         for s in grid.spaces:
-            if kinds is not None and get_space(s.name).kind not in kinds:
+            if kinds is not None and get_space(space_of[s.name]).kind not in kinds:
                 raise RobustDartsError(f"{src}: condition {c.label!r} (policy {c.policy}) applies to "
                                        f"{'/'.join(kinds)} spaces, not to space {s.name!r}; drop one of them.")
     labels = {m.label for m in grid.methods}
@@ -563,7 +637,7 @@ def expand(grid: Grid) -> list[Cell]:
                     # Resolved once per seed axis (resolution is the slow part of a large grid); the seed changes
                     # no other field of either config.
                     search = _merge(grid.search, s.search, d.search, m.search, sweep)
-                    search.update(method=m.name, space=s.name, dataset=dataset, seed=grid.seeds[0])
+                    search.update(method=m.name, space=space_of[s.name], dataset=dataset, seed=grid.seeds[0])
                     if grid.preset is not None:
                         search["preset"] = grid.preset
                     cfg = _resolve_search(search, where)
@@ -591,7 +665,7 @@ def expand(grid: Grid) -> list[Cell]:
                         # The evaluation recipe that cell.train_config layers under these values at run time
                         # (LHD's for LHD cells), so that the plan shows and costs what runs.
                         base = _checked(lambda: recipe_defaults(
-                            get_space(s.name).kind, dataset, c.condition if c.policy == "lhd" else None),
+                            get_space(space_of[s.name]).kind, dataset, c.condition if c.policy == "lhd" else None),
                             f"{where}, condition {c.label}, train")
                         if "seed" not in base:  # a recipe without its own (LHD's is 0) trains with the search's
                             over["seed"] = grid.seeds[0]
@@ -599,10 +673,10 @@ def expand(grid: Grid) -> list[Cell]:
                                          f"{where}, condition {c.label}, train")
                         _check_layers(built.layers, f"{where}, condition {c.label}, train")
                         # No genotype yet: refused only if no genotype of the space's kind could fit.
-                        _checked(lambda: check_train_floor(built, get_space(s.name).kind, ANY_MACHINE),
+                        _checked(lambda: check_train_floor(built, get_space(space_of[s.name]).kind, ANY_MACHINE),
                                  f"{where}, condition {c.label}, train")
                         trainings.append((dataclasses.asdict(built), over))
-                    located = _where_free(cfg.dataset, where)
+                    located = _where_free(cfg.dataset, where, s.definition)
                     for seed in grid.seeds:
                         fields = {**dataclasses.asdict(cfg), "seed": seed}
                         cell_id = stable_id(located({k: v for k, v in fields.items() if k != "data_dir"}))
@@ -619,8 +693,9 @@ def expand(grid: Grid) -> list[Cell]:
                                               located({k: v for k, v in train.items()
                                                        if k not in ("genotype", "data_dir")})})
                             conditions.append(CellCondition(unit, c.label, c.policy, c.condition, train, over))
-                        cells.append(Cell(cell_id, len(cells), m.label, m.name, variant, s.name, dataset, seed,
-                                          fields, tuple(conditions), dict(grid.measure), dict(grid.resources)))
+                        cells.append(Cell(cell_id, len(cells), m.label, m.name, variant, space_of[s.name], dataset,
+                                          seed, fields, tuple(conditions), dict(grid.measure), dict(grid.resources),
+                                          space_definition=s.definition))
     _check_selections(grid, cells)
     return cells
 
@@ -646,11 +721,13 @@ def _check_selections(grid: Grid, cells: list[Cell]) -> None:
                                        f"images; set valid_images in train: or select by supernet_val_acc.")
 
 
-def _where_free(dataset: str, where: str):
+def _where_free(dataset: str, where: str, space_definition: dict[str, Any] | None = None):
     """The id fields of a config made independent of where its data lie, as ``data_dir`` is left out: a user's
     ``folder:``/``npz:`` path becomes the data's content digest (moving the folder keeps the cells; changing its
     images makes new ones). ``skip_bad_images`` at its default is left out too, so that the ids of grids written
-    before the field existed stay the same."""
+    before the field existed stay the same. A user's space (``space_definition``: its file's content, every edge
+    written out) is likewise its name and a digest of that definition: the same space read from another path
+    keeps its cells, an edited file makes new ones."""
     from ..data.own import is_own
 
     identity = dataset
@@ -662,6 +739,8 @@ def _where_free(dataset: str, where: str):
         out = {k: v for k, v in fields.items() if not (k == "skip_bad_images" and not v)}
         if "dataset" in out:
             out["dataset"] = identity
+        if space_definition is not None and "space" in out:
+            out["space"] = f"{space_definition['name']}@{stable_id(space_definition)}"
         return out
 
     return located

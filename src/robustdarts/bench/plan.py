@@ -282,12 +282,12 @@ def _num_alpha(space: str) -> int:
 
 @lru_cache(maxsize=None)
 def _kept_fraction(space: str) -> float:
-    """The share of the supernet's candidate ops (``none`` aside) a derived cell keeps: two per node (DARTS,
-    LHD Base), one per edge (NAS-Bench-201). A rough scale from supernet to discrete network."""
+    """The share of the supernet's candidate ops (``none`` aside) a derived cell keeps: the space's inputs per node
+    (DARTS, LHD Base: two), one per edge (NAS-Bench-201). A rough scale from supernet to discrete network."""
     from ..spaces import get_space
 
     s = get_space(space)
     cell = "normal"
     total = sum(sum(1 for op in ops if op != "none") for ops in s.ops[cell])
-    kept = len(s.ops[cell]) if s.kind == "nb201" else 2 * s.steps
+    kept = len(s.ops[cell]) if s.kind == "nb201" else s.keep * s.steps
     return min(kept / max(total, 1), 1.0)

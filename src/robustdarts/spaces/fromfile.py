@@ -22,8 +22,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ..config import read_yaml_file
 from ..errors import RobustDartsError, short
 
 KEYS = ("name", "ops", "nodes", "inputs_per_node", "edges", "description")
@@ -36,18 +35,7 @@ def read_space_file(path: str | Path) -> dict[str, Any]:
     """The ``Space`` fields a YAML file defines, checked; errors name the file and the field."""
     path = Path(path)
     where = f"space file {path}"
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RobustDartsError(f"{where} does not exist; pass an existing YAML file or a space name.") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise RobustDartsError(f"cannot read {where} ({getattr(e, 'strerror', None) or e}); pass a readable YAML "
-                               f"file.") from None
-    except yaml.YAMLError as e:
-        raise RobustDartsError(f"{where} is not valid YAML ({str(e).splitlines()[0]}); fix its syntax.") from None
-    except RecursionError:
-        raise RobustDartsError(f"{where} is nested too deeply to be a space; write name, ops, nodes and "
-                               f"inputs_per_node.") from None
+    data = read_yaml_file(path, where, "a space; write name, ops, nodes and inputs_per_node")
     return space_fields(data, where, source=str(path))
 
 

@@ -280,7 +280,7 @@ def test_darts_ada_rollback_is_exact_and_weight_decay_climbs_to_its_cap(tmp_path
     draws from the global RNG, so a missed RNG restore would show)."""
     import json
 
-    import robustdarts.search.architect as architect
+    from robustdarts.search import architect  # robustdarts.search is the API function; the package by name
     used_wd = []
     real_unrolled = architect.unrolled
 

@@ -2,7 +2,8 @@
 
 
 class RobustDartsError(Exception):
-    """A problem with the user's input (names, files, configs); never a bug in robustdarts."""
+    """A problem with the user's input (names, files, configs); never a bug in robustdarts. ``str(error)`` is one
+    sentence naming the bad value and what is accepted; the CLI prints it and exits with code 2."""
 
 
 def unknown(kind: str, name: object, choices, where: str = "") -> RobustDartsError:

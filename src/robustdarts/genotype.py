@@ -124,7 +124,13 @@ def input_name(kind: str, index: int) -> str:
 
 @dataclass(frozen=True)
 class Genotype:
-    """A discrete cell pair (or single NB201 cell); immutable, hashable, checked for structure on construction."""
+    """A discrete cell pair (or single NB201 cell); immutable, hashable, checked for structure on construction.
+
+    ``kind`` (darts, lhd, nb201), the ``normal`` and ``reduce`` genes ((op, input) pairs; LHD and NB201 genes
+    name their node too), the concatenated nodes or LHD's outputs, and the ``space`` it was derived in (None for
+    a published one). ``Genotype.load(path)`` / ``save(path)`` read and write JSON, ``Genotype.parse(text)`` reads
+    JSON, DARTS text (never evaluated) or an NB201 string, ``describe()`` returns the cells as text.
+    """
 
     kind: str
     normal: tuple[Gene, ...]

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import yaml
 
-from . import __version__
+from ._version import __version__
 from .atomic import atomic_write, atomic_write_text  # re-exported: methods and examples import them from here
 from .config import load_yaml, to_yaml
 from .errors import RobustDartsError

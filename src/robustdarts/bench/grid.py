@@ -489,22 +489,12 @@ def _register_spaces(spaces: tuple[AxisEntry, ...], source: str) -> dict[str, st
         if other.definition != s.definition:
             raise RobustDartsError(f"{source}: space entries {other.name} and {s.name} define two different spaces "
                                    f"named {name!r}; give one of them another name.")
-        previous = SPACES.get(name)
+        # A built-in's name is refused here, in one sentence naming the entry; a redefined name (an edited file
+        # planned again in this process) drops plan.py's cost memos (spaces.registry.on_redefine).
         _checked(lambda: register_space(Space(**space_fields(s.definition, f"space file {s.name}", source=s.name))),
-                 source)  # a built-in's name is refused here, in one sentence naming the entry
-        if previous is not None and previous.definition() != s.definition:
-            _forget_costs()  # this process planned another space of this name (an edited file): recount its costs
+                 source)
         names[s.name] = name
     return names
-
-
-def _forget_costs() -> None:
-    """Drop plan.py's memos per space name (FLOPs, α count, DARTS-PT work), which a redefined name would
-    otherwise answer from the old definition."""
-    from . import plan
-
-    for memo in (plan.supernet_flops, plan.darts_pt_work, plan._num_alpha, plan._kept_fraction):
-        memo.cache_clear()
 
 
 def _condition(value: Any, source: str) -> Condition:

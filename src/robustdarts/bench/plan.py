@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
+from ..spaces.registry import on_redefine
 from .grid import Cell, Grid, expand
 
 RATE = 3e9  # FLOP/s of one thread here, on these memory-bound convolutions
@@ -291,3 +292,12 @@ def _kept_fraction(space: str) -> float:
     total = sum(sum(1 for op in ops if op != "none") for ops in s.ops[cell])
     kept = len(s.ops[cell]) if s.kind == "nb201" else s.keep * s.steps
     return min(kept / max(total, 1), 1.0)
+
+
+def _forget_costs() -> None:
+    """Drop the memos above, keyed by space name, when a name gets another definition (an edited space file)."""
+    for memo in (supernet_flops, darts_pt_work, _num_alpha, _kept_fraction):
+        memo.cache_clear()
+
+
+on_redefine(_forget_costs)

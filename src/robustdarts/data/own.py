@@ -35,9 +35,10 @@ import torch
 import torch.nn.functional as F
 
 from ..atomic import atomic_write, atomic_write_text
-from ..errors import RobustDartsError
+from ..errors import RobustDartsError, short
 
-KINDS = ("folder", "npz")
+IN_MEMORY = "in-memory"  # data handed to the Python API (api.py): arrays, tensors or a torch Dataset
+KINDS = ("folder", "npz", IN_MEMORY)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 MIN_SIDE = 8  # two stride-2 reductions and a 3x3 stem on fewer pixels leave nothing to classify
 HOLDOUT_SEED = 0  # a constant, not the run's seed: every run on a folder (search, train, any seed) tests on the same
@@ -58,6 +59,8 @@ def canonical_name(name: str) -> str:
     """``kind:/absolute/path``: the name a config records, so that a run resumed from another directory still
     finds its data. The path is not checked here (that is the load's job, with the file named)."""
     kind, path = name.split(":", 1)
+    if kind == IN_MEMORY:
+        return name  # a content hash, not a path
     if not path.strip():
         raise RobustDartsError(f"dataset {name!r} names no path; write {kind}:PATH, e.g. {kind}:"
                                f"{'my_images' if kind == 'folder' else 'arrays.npz'}.")
@@ -143,6 +146,8 @@ def note(text: str) -> None:
 def decoded(name: str) -> Decoded:
     """The decoded data set of ``folder:PATH`` or ``npz:FILE`` (bad images left out and listed in its meta)."""
     kind, path = canonical_name(name).split(":", 1)
+    if kind == IN_MEMORY:
+        return _handed_in(name)
     root = Path(path)
     if kind == "npz":
         key = _npz_key(root)
@@ -222,7 +227,7 @@ def record(run_dir: Path, name: str, resuming: bool = False) -> None:
            "size": m["size"], "sizes": m["sizes"], "train_images": int((~data.test).sum()),
            "test_images": int(data.test.sum()), "mean": m["mean"], "std": m["std"], "digest": m["digest"],
            "ignored_files": m.get("ignored", 0), "skipped_images": m.get("skipped", [])}
-    if m["layout"] == "held-out":
+    if m["layout"] in ("held-out", IN_MEMORY):  # in memory: the files are the images' indices
         out["holdout"] = {"seed": HOLDOUT_SEED, "fraction": "1/6 of each class, at least one image",
                           "test_images": [f for f, t in zip(data.files, data.test) if t]}
     atomic_write_text(path, json.dumps(out, indent=1) + "\n")
@@ -491,6 +496,150 @@ def _read_npz(path: Path) -> Decoded:
     return Decoded(np.ascontiguousarray(x).reshape(-1), np.tile(np.array(x.shape[1:3], dtype=np.int64), (len(x), 1)),
                    np.concatenate(labels), np.arange(len(x)) >= len(images[0]), x.shape[3],
                    tuple(str(i) for i in range(k)), (), {"layout": "npz"})
+
+
+# ---------------------------------------------------------------------------------------------------- in memory
+
+_HANDED: dict[str, Decoded] = {}  # "in-memory:<digest>" -> the data handed in, for the look-ups of this process
+
+
+def _handed_in(name: str) -> Decoded:
+    """The data handed to the Python API under ``name`` in this process; only its hash is on disk, so any other
+    process (the CLI, a resume in a new session) must be handed it again."""
+    if name not in _HANDED:
+        raise RobustDartsError(f"{name} is data that was handed to the Python API in memory and only its hash was "
+                               f"recorded; hand the same images and labels in again from Python (dataset=...), e.g. "
+                               f"robustdarts.search(resume=RUN_DIR, dataset=(images, labels)).")
+    return _HANDED[name]
+
+
+def hand_in(data: object) -> str:
+    """Take a user's data handed in memory and return its dataset name, ``in-memory:<content hash>``.
+
+    ``data`` is a pair ``(images, labels)`` (numpy arrays or torch tensors: uint8 images N x H x W or N x H x W x C
+    with C in (1, 3), integer labels 0..K-1) or a ``torch.utils.data.Dataset`` whose items are ``(image, label)``
+    (an image: a PIL image, an H x W or H x W x C uint8 array, or a uint8 C x H x W tensor as torchvision's
+    ``PILToTensor`` gives; sizes may differ, as in a folder). As for a folder without test/, a seeded 1/6 of each
+    class is held out as the test split. Past this function the data is an ``ImageSet`` like any other; the same
+    content always gets the same name, so a resumed run can check that it was handed the same data."""
+    from torch.utils.data import Dataset
+
+    what = "the in-memory data"
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        images, labels = (_as_array(v) for v in data)
+        if images is None or labels is None:
+            raise RobustDartsError(f"{what} must be numpy arrays or torch tensors, got ({type(data[0]).__name__}, "
+                                   f"{type(data[1]).__name__}); pass (images, labels).")
+        images = _check_images(images, what)
+        shapes = np.tile(np.array(images.shape[1:3], dtype=np.int64), (len(images), 1))
+        pixels, channels = np.ascontiguousarray(images).reshape(-1), images.shape[3]
+    elif isinstance(data, Dataset):
+        pixels, shapes, labels, channels = _from_dataset(data, what)
+    else:
+        raise RobustDartsError(f"dataset must be a name (fashion-mnist, folder:PATH, npz:FILE, ...), a pair (images, "
+                               f"labels) of arrays or tensors, or a torch Dataset of (image, label), not "
+                               f"{type(data).__name__}.")
+    labels = _check_labels(labels, len(shapes), what)
+    k = int(labels.max()) + 1
+    counts = np.bincount(labels, minlength=k)
+    if counts.min() < 2:
+        raise RobustDartsError(f"class {int(counts.argmin())} of {what} has {int(counts.min())} image(s); each class "
+                               f"needs at least two, as 1/6 of each (at least one) is held out for testing.")
+    classes = tuple(str(i) for i in range(k))
+    files = tuple(str(i) for i in range(len(labels)))  # data.json lists the held-out images by index
+    test = _hold_out(labels, classes, Path(what), files)
+    found = Decoded(pixels, shapes, labels, test, channels, classes, files, {"layout": IN_MEMORY})
+    found = _finish(found, what)
+    name = f"{IN_MEMORY}:{found.meta['digest']}"
+    _HANDED.setdefault(name, found)
+    return name
+
+
+def _as_array(value: object) -> np.ndarray | None:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return value if isinstance(value, np.ndarray) else None
+
+
+def _check_images(x: np.ndarray, what: str) -> np.ndarray:
+    """uint8 N x H x W x C (C in 1, 3) at least MIN_SIDE a side, or one sentence."""
+    if x.dtype != np.uint8:
+        raise RobustDartsError(f"{what} holds {x.dtype} images; images must be uint8 (0..255), e.g. "
+                               f"(x * 255).round().astype(numpy.uint8) for values in [0, 1].")
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[3] not in (1, 3) or len(x) == 0:
+        raise RobustDartsError(f"{what} has images of shape {x.shape}; give N x H x W or N x H x W x C images "
+                               f"(N >= 1, C = 1 or 3 channels last).")
+    if min(x.shape[1:3]) < MIN_SIDE:
+        raise RobustDartsError(f"{what} has {x.shape[2]}x{x.shape[1]}-pixel images, smaller than the {MIN_SIDE} "
+                               f"pixels a side the network needs.")
+    return x
+
+
+def _check_labels(y: object, count: int, what: str) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]  # keras' (N, 1) labels
+    if y.ndim != 1 or len(y) != count:
+        raise RobustDartsError(f"{what} has {count} images but labels of shape {y.shape}; give one label per image.")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise RobustDartsError(f"{what} has {y.dtype} labels; labels must be integers 0..K-1.")
+    found = np.unique(y)
+    if found[0] < 0 or found[-1] >= len(found):
+        bad = found[0] if found[0] < 0 else found[-1]
+        raise RobustDartsError(f"{what} has label {bad}, out of range; with the {len(found)} classes found the labels "
+                               f"must be 0..{len(found) - 1}.")
+    if len(found) < 2:
+        raise RobustDartsError(f"every label of {what} is {found[0]}; a classifier needs at least two classes.")
+    return y.astype(np.int64)
+
+
+def _from_dataset(dataset, what: str) -> tuple[np.ndarray, np.ndarray, list[int], int]:
+    """Every (image, label) item of a torch Dataset: flat pixels, (N, 2) shapes, labels and channels (1 when all
+    images are gray, 3 otherwise, gray replicated)."""
+    try:
+        count = len(dataset)
+    except TypeError:
+        raise RobustDartsError(f"{what} is a torch Dataset without a length; give it __len__, or pass (images, "
+                               f"labels) arrays.") from None
+    images, labels = [], []
+    for i in range(count):
+        item = dataset[i]
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise RobustDartsError(f"item {i} of {what} is a {type(item).__name__}, not an (image, label) pair.")
+        image, label = item
+        if isinstance(label, torch.Tensor) and label.numel() == 1:
+            label = label.item()
+        if not isinstance(label, (int, np.integer)) or isinstance(label, bool):
+            raise RobustDartsError(f"item {i} of {what} has the label {short(label)}; labels must be integers "
+                                   f"0..K-1.")
+        images.append(_one_image(image, i, what))
+        labels.append(int(label))
+    if not images:
+        raise RobustDartsError(f"{what} is an empty Dataset; it needs images of at least two classes.")
+    channels = 3 if any(img.shape[2] == 3 for img in images) else 1
+    pixels = np.concatenate([_with_channels(img, channels).reshape(-1) for img in images])
+    return pixels, np.array([img.shape[:2] for img in images], dtype=np.int64), labels, channels
+
+
+def _one_image(image: object, i: int, what: str) -> np.ndarray:
+    """One Dataset image as uint8 H x W x C."""
+    if isinstance(image, torch.Tensor):
+        if image.dim() == 3 and image.shape[0] in (1, 3) and image.shape[2] not in (1, 3):
+            image = image.permute(1, 2, 0)  # torchvision's C x H x W
+        image = image.detach().cpu().numpy()
+    elif not isinstance(image, np.ndarray):
+        try:
+            from PIL import Image
+        except ImportError:  # pragma: no cover - Pillow is a dependency
+            Image = None
+        if Image is None or not isinstance(image, Image.Image):
+            raise RobustDartsError(f"item {i} of {what} holds a {type(image).__name__} image; give PIL images, "
+                                   f"numpy arrays or torch tensors.")
+        image = np.asarray(image if image.mode in ("L", "RGB") else image.convert("RGB"), dtype=np.uint8)
+    where = f"item {i} of {what}"
+    return _check_images(image[None], where)[0]
 
 
 # ---------------------------------------------------------------------------------------------------- finishing

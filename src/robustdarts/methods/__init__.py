@@ -54,7 +54,12 @@ get_method = get_preset
 def search_config(overrides: dict[str, Any] | None = None, preset_base: dict[str, Any] | None = None) -> SearchConfig:
     """The resolved search config: SearchConfig defaults < the method preset's settings for the space's kind <
     ``preset_base`` < the sizes preset < ``overrides`` (None values unset). ``method_options`` holds every option of
-    the method's family, typed: the family's defaults < the preset's < the user's."""
+    the method's family, typed: the family's defaults < the preset's < the user's.
+
+    Takes a dict of config fields (``method``, ``space``, ``dataset``, ``preset``, any ``SearchConfig`` field,
+    ``method_options``) and returns the ``SearchConfig`` a search with them runs; an unknown field, a value of the
+    wrong type or range, or an unknown method option raises a one-sentence ``RobustDartsError``. Example:
+    ``search_config({"method": "sdarts-rs", "space": "s3"}).method_options``."""
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     preset = get_preset(overrides.get("method", "darts"))
     space = get_space(overrides.get("space", "darts"))

@@ -81,7 +81,13 @@ _SDARTS = "Chen & Hsieh, Stabilizing DARTS via Perturbation-based Regularization
 
 @dataclass(frozen=True)
 class Preset:
-    """A named method: a recipe family, and its settings per space kind (``all`` applies on every kind)."""
+    """A named method: a recipe family, and its settings per space kind (``all`` applies on every kind).
+
+    ``Preset(name, family, paper, summary, defaults)``: ``family`` is a ``Recipe`` subclass, ``defaults`` maps a
+    space kind (darts, s1s4, lhd, nb201, or all) to config fields, with the family's options under ``"method"``.
+    A plugin exposes one (entry point ``robustdarts.methods`` or ``--method MODULE:ATTRIBUTE``);
+    ``settings(kind)`` returns the (config fields, options) it sets on a kind of space.
+    """
 
     name: str
     family: type[Recipe]

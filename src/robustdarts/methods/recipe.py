@@ -44,7 +44,8 @@ CUTOUT_RULES = ("always", "with-drop-path", "ramp")
 
 @dataclass(frozen=True)
 class StepContext:
-    """What a recipe sees of the loop at one step: numbers, never the loop itself."""
+    """What a recipe sees of the loop at one step: numbers, never the loop itself. ``StepContext(epoch, step,
+    epochs, steps_per_epoch)``; ``ramp`` is epoch / (epochs - 1), from 0 at the first epoch to 1 at the last."""
 
     epoch: int
     step: int = 0
@@ -100,6 +101,12 @@ class Recipe:
 
     ``Options`` is the family's typed options dataclass; ``self.opts`` is its instance for this run (built from
     ``cfg.method_options``, which the preset table resolves completely before a run starts).
+
+    ``Recipe(cfg, space)`` takes the resolved ``SearchConfig`` and the ``Space``. The loop reads it through a few
+    methods, each handed a ``StepContext``: ``relax(alphas, betas, ctx, purpose)`` returns the mixing weights,
+    ``arch_penalty`` a term added to the α loss (or None), ``weight_backward`` computes the weight gradients,
+    ``drop_prob`` / ``cutout_prob`` / ``weight_decay`` the step's values, and ``end_epoch`` an ``EpochAction``
+    (continue, stop, roll back). ``state_dict``/``load_state_dict`` hold its plain-data state for checkpoints.
     """
 
     Options: ClassVar[type] = NoOptions

@@ -148,8 +148,22 @@ def register_space(space: Space) -> Space:
     if space.name in BUILTIN_SPACES:
         raise RobustDartsError(f"space file {space.source or space.name}: field 'name' is {space.name!r}, which is "
                                f"a built-in space; choose another name.")
+    previous = SPACES.get(space.name)
     SPACES[space.name] = space
+    if previous is not None and previous.definition() != space.definition():
+        for forget in _ON_REDEFINE:
+            forget()
     return space
+
+
+# Memos keyed by a space's name (bench/plan.py's costs), dropped when a name is redefined (an edited space file
+# planned again in one process); registered by their modules, so that this one imports none of them.
+_ON_REDEFINE: list = []
+
+
+def on_redefine(forget) -> None:
+    """Call ``forget()`` whenever a space name gets another definition."""
+    _ON_REDEFINE.append(forget)
 
 
 def load_space(path) -> Space:
@@ -159,8 +173,10 @@ def load_space(path) -> Space:
 
 
 def get_space(name: str) -> Space:
-    """A registered space by name, or the DARTS-kind space a YAML file defines (``FILE.yaml``, then registered
-    under its ``name``)."""
+    """The ``Space`` named ``name`` (darts, s1..s4, lhd, nb201, ...: ``robustdarts spaces``), or the DARTS-kind
+    space a YAML file defines (``FILE.yaml``, then registered under its ``name``); a ``Space`` is returned as it is.
+    A ``Space`` is plain data: its kind, cell types, edges, the candidate ops of each edge (``ops``), the
+    intermediate nodes (``steps``) and ``alpha_shape(cell)``. Raises ``RobustDartsError`` for an unknown name."""
     if isinstance(name, Space):
         return name
     if is_space_file(name):

@@ -19,8 +19,11 @@ configuration, a check that steps from the same state give the same α gradients
 
 Variants of ours (``--variants``): the speed and memory config fields, set on the Search (``nhwc``: channels_last,
 ``cell`` / ``edge``: recompute, ``fold``: mix_in_bn, ``pools``: share_pools, ``compile``: compiled ops, ``bf16``:
-amp), joined by ``+``; each takes its turn with the reference and runs its own memory process; ``eager`` is the
-default configuration. Every variant starts from the same weights and α and sees the same batches.
+amp), joined by ``+``; each takes its turn with the reference and runs its own memory process. ``default`` is what a
+default search runs (the "auto" fields, chosen by speed.py and memory.py as a search would: on this CPU NHWC, fold
+and pools, fold off for second order); ``eager`` is the plain NCHW build (the original code's float order), on which
+every other part is laid. Every variant starts from the same weights and α and sees the same batches. Ours runs at
+the process's thread count (``threads`` set to it), as the reference does.
 """
 
 from __future__ import annotations
@@ -40,14 +43,16 @@ from supernet_step import current_rss_mb, median, peak_rss_mb, reset_peak_rss, r
 
 from robustdarts.config import SearchConfig  # noqa: E402
 from robustdarts.search.loop import Search  # noqa: E402
+from robustdarts.speed import REFERENCE_ORDER  # noqa: E402
 
 TINY = dict(C=8, layers=5, batch=32, size=16)
 STANDARD = dict(C=16, layers=8, batch=64, size=32)
 ORDERS = ("first", "second")
-FIELDS = {"eager": {}, "nhwc": dict(channels_last=True), "fold": dict(mix_in_bn=True), "pools": dict(share_pools=True),
+FIELDS = {"default": dict(channels_last="auto", mix_in_bn="auto", share_pools="auto", recompute="auto"),
+          "eager": {}, "nhwc": dict(channels_last=True), "fold": dict(mix_in_bn=True), "pools": dict(share_pools=True),
           "cell": dict(recompute="cell"), "edge": dict(recompute="edge"), "compile": dict(compile="ops"),
           "bf16": dict(amp="bf16")}
-DEFAULT_VARIANTS = "eager,nhwc,nhwc+fold+pools,nhwc+fold+pools+edge"
+DEFAULT_VARIANTS = "default,eager,nhwc,nhwc+fold+pools,nhwc+fold+pools+edge"
 
 
 def variant_fields(name: str) -> dict:
@@ -68,7 +73,7 @@ class Pair:
         scfg = SearchConfig(dataset="synthetic", method="darts", arch_order=order, init_channels=cfg["C"],
                             layers=cfg["layers"], batch_size=cfg["batch"], image_size=cfg["size"],
                             limit_images=4 * cfg["batch"], seed=seed, leakage_every=0, hessian_every=0,
-                            device=device)
+                            device=device, threads=torch.get_num_threads(), **REFERENCE_ORDER)
         self.order, self.device = order, torch.device(device)
         self.search = s = Search(scfg, None, progress=False)
         # Every variant starts from the eager search's state (weights, α, optimizers): a copy configured its way.

@@ -24,9 +24,10 @@ load hit both alike; medians over the timed steps, and the median of the paired 
 Before timing, a correctness check: with the parameters copied across, both networks give the same logits for the
 same weights (and, on the tiny configuration, the same gradients).
 
-Variants of ours (``--variants``, each a configuration of the same supernet, ``Supernet.configure``): ``eager`` (the
-default build), ``nhwc`` (channels_last), ``cell`` / ``edge`` (recompute whole cells / whole mixed edges in backward),
-``fold`` (mix_in_bn), ``pools`` (share_pools), ``compile`` (torch.compile of each op; its first step, which
+Variants of ours (``--variants``, each a configuration of the same supernet, ``Supernet.configure``): ``default``
+(what a default search on this device runs: speed.resolve_layout of a default SearchConfig; on the CPU
+nhwc+fold+pools), ``eager`` (the plain NCHW build, the original code's float order), ``nhwc`` (channels_last),
+``cell`` / ``edge`` (recompute whole cells / whole mixed edges in backward), ``fold`` (mix_in_bn), ``pools`` (share_pools), ``compile`` (torch.compile of each op; its first step, which
 compiles, is reported apart), ``bf16`` (autocast), and ``+`` combinations (``nhwc+edge``). Each is checked against
 ``eager`` (logits and gradients), timed in the same round-robin as the reference, and measured in its own process.
 ``--profile VARIANT`` prints which kernels dominate one step of that variant (torch.profiler, self CPU time).
@@ -58,15 +59,28 @@ KINDS = ("graph", "nograph", "onehot")
 OPTIONS = {"eager": {}, "nhwc": dict(channels_last=True), "fold": dict(mix_in_bn=True), "pools": dict(share_pools=True),
            "cell": dict(recompute="cell"), "edge": dict(recompute="edge"), "compile": dict(compile="ops"),
            "bf16": {}}  # bf16: autocast around the forward (not a supernet option)
-DEFAULT_VARIANTS = "eager,nhwc,nhwc+fold+pools,edge,nhwc+fold+pools+edge"
+DEFAULT_VARIANTS = "default,eager,nhwc,nhwc+fold+pools,edge,nhwc+fold+pools+edge"
+
+
+def default_options(device: str = "cpu") -> dict:
+    """The supernet options a default search on ``device`` runs with (speed.py chooses them; recompute stays none
+    where the memory suffices)."""
+    from robustdarts.config import SearchConfig
+    from robustdarts.speed import resolve_layout
+
+    cfg = resolve_layout(SearchConfig(device=device))
+    return dict(channels_last=cfg.channels_last, mix_in_bn=cfg.mix_in_bn, share_pools=cfg.share_pools)
 
 
 def variant_options(name: str) -> tuple[dict, bool]:
     """``Supernet.configure`` options of a variant name such as ``nhwc+edge``, and whether it autocasts to bf16."""
     options: dict = {}
     for part in name.split("+"):
+        if part == "default":
+            options.update(default_options())
+            continue
         if part not in OPTIONS:
-            raise SystemExit(f"unknown variant part {part!r}; parts are: {', '.join(OPTIONS)}")
+            raise SystemExit(f"unknown variant part {part!r}; parts are: default, {', '.join(OPTIONS)}")
         options.update(OPTIONS[part])
     return options, "bf16" in name.split("+")
 
@@ -394,7 +408,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="timed steps of each (default 2 standard, 7 tiny)")
     parser.add_argument("--kinds", default=",".join(KINDS), help="weights kinds to measure: graph,nograph,onehot")
     parser.add_argument("--variants", default=DEFAULT_VARIANTS, help="variants of ours: parts "
-                        f"{','.join(OPTIONS)} joined by + (default {DEFAULT_VARIANTS})")
+                        f"default,{','.join(OPTIONS)} joined by + (default {DEFAULT_VARIANTS})")
     # One thread by default: the machine's 2 cores are shared with other jobs, and multi-threaded OpenMP timings
     # swing wildly when the cores are oversubscribed.
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")

@@ -142,9 +142,11 @@ def test_presets_are_listed_and_collapse_cpu_is_the_collapse_example_protocol():
         [("lhd", "base"), ("lhd", "3ops"), ("lhd", "4out"), ("lhd", "1m")]
     assert grid_size(load_grid("rdarts"))["cells"] == 14 * 4 * 3 * 3
 
-    # collapse-cpu resolves to exactly the configs examples/collapse.py built for docs/collapse.md.
+    # collapse-cpu resolves to exactly the configs examples/collapse.py built for docs/collapse.md (on the NCHW
+    # path, the only one there was then).
     from robustdarts.config import TrainConfig, build
     from robustdarts.methods import search_config
+    from robustdarts.speed import REFERENCE_ORDER
 
     plan = make_plan(load_grid("collapse-cpu"))
     assert len(plan.cells) == 15 and plan.trainings == 15
@@ -153,7 +155,7 @@ def test_presets_are_listed_and_collapse_cpu_is_the_collapse_example_protocol():
         expected = search_config(dict(method=cell.preset_method, space="s3", dataset="fashion-mnist", epochs=30,
                                       batch_size=8, init_channels=4, layers=8, image_size=16, limit_images=2560,
                                       seed=cell.seed, hessian_every=5, leakage_every=0, arch_order="first",
-                                      arch_lr=3e-3, method_options={}),
+                                      arch_lr=3e-3, method_options={}, **REFERENCE_ORDER),
                                  preset_base=None if wd is None else {"weight_decay": wd})
         assert cell.search_config() == expected
         train = build(TrainConfig, dict(genotype="", dataset="fashion-mnist", seed=cell.seed, epochs=15,

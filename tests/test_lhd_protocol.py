@@ -169,7 +169,10 @@ def test_pc_darts_computes_every_op_on_a_quarter_of_the_channels():
     from robustdarts.methods import StepContext
     from robustdarts.search.loop import Search
 
-    search = Search(tiny_config("pc-darts", "darts", init_channels=8), None, progress=False)
+    from robustdarts.speed import REFERENCE_ORDER
+
+    # Whole ops are hooked: the NCHW path (mix_in_bn and share_pools run an op layer by layer).
+    search = Search(tiny_config("pc-darts", "darts", init_channels=8, **REFERENCE_ORDER), None, progress=False)
     assert search.cfg.partial_channels == 4 and search.cfg.batch_size == 8
     seen = []
     hooks = [op.register_forward_hook(lambda m, inp, out, cell=cell: seen.append((cell.C, inp[0].shape[1])))

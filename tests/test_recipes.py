@@ -22,14 +22,16 @@ from robustdarts.derive import derive_from_run
 from robustdarts.methods import PRESETS, StepContext, make_recipe, search_config
 from robustdarts.relax import mixing_weights
 from robustdarts.search.loop import Search
+from robustdarts.speed import REFERENCE_ORDER
 from robustdarts.supernet import Supernet, count_op_calls, count_parameters
 
 
 # ---- the zero-weight skip keeps the dynamics ------------------------------------------------------------------------
 def _late_sp_darts(skip: bool) -> Search:
     """SP-DARTS on the 8-op space in its last epoch (every step at τ_s), α spread as mid-search."""
-    search = Search(tiny_config("sp-darts", "darts", epochs=4, limit_images=64, weight_decay=3e-3), None,
-                    progress=False)
+    # Bit-exact on the NCHW path; with mix_in_bn (a CPU default) the skip agrees to float rounding (speed.py).
+    search = Search(tiny_config("sp-darts", "darts", epochs=4, limit_images=64, weight_decay=3e-3,
+                                **REFERENCE_ORDER), None, progress=False)
     search.supernet.skip_zero_ops = skip
     with torch.no_grad():
         for a in search.arch.alphas.values():

@@ -113,7 +113,7 @@ def test_resume_gives_exactly_the_uninterrupted_result(tmp_path, order):
     assert again.epoch == 3 and again.run() == full.genotype
 
 
-def test_resume_under_other_numerics_warns_and_records_each_session(tmp_path):
+def test_resume_under_other_numerics_warns_and_records_each_session(tmp_path, monkeypatch):
     """On CPU a run is bit-exact only under the torch version, thread count and kernel ISA it started with; a resumed
     run that goes on under another says so in one sentence, and environment.json keeps every session's. Reading a
     run (Search.resume without run(), as derive does) and resuming a finished one change nothing."""
@@ -132,11 +132,13 @@ def test_resume_under_other_numerics_warns_and_records_each_session(tmp_path):
     env["cpu_capability"] = "AVX2" if env["cpu_capability"] != "AVX2" else "AVX512"  # as if started elsewhere
     env_path.write_text(json.dumps(env))
     torch.set_num_threads(2)
+    monkeypatch.setattr("robustdarts.speed.SMALL_WORK", 0)  # as if the work were large: the process's 2 threads
     try:
         with pytest.warns(UserWarning, match=r"different numerics .*cpu_capability .*threads 1 → 2"):
             Search.resume(tmp_path / "cut", progress=False).run()
     finally:
         torch.set_num_threads(1)
+    monkeypatch.undo()
     sessions = json.loads(env_path.read_text())["resumed"]
     assert [s["threads"] for s in sessions] == [1, 2] and sessions[-1]["cpu_capability"] != env["cpu_capability"]
     Search.resume(tmp_path / "cut", progress=False).run()  # finished: nothing to continue, nothing recorded

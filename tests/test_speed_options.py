@@ -23,6 +23,7 @@ from robustdarts.archparams import ArchParams
 from robustdarts.methods import METHODS
 from robustdarts.relax import mixing_weights
 from robustdarts.search.loop import Search
+from robustdarts.speed import REFERENCE_ORDER
 from robustdarts.spaces.ops import make_op
 from robustdarts.supernet import Supernet
 
@@ -80,7 +81,9 @@ def test_options_give_the_plain_logits_gradients_and_statistics(name, option):
 
 def _one_step(method: str, space: str, options: dict, out=None) -> list[torch.Tensor]:
     """One arch step and one weight step from the same state; the α and weight gradients they left."""
-    cfg = tiny_config(method, space, **({"init_channels": 8} if method == "pc-darts" else {}), **options)
+    # The plain step is the NCHW path (the defaults choose NHWC and more on the CPU: speed.py); options go over it.
+    cfg = tiny_config(method, space, **({"init_channels": 8} if method == "pc-darts" else {}),
+                      **{**REFERENCE_ORDER, **options})
     search = Search(cfg, out, progress=False)
     ctx, lr = search.begin_epoch()
     search.supernet.train()

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -86,43 +87,19 @@ def refuse_with_resume(run: Path, allowed: tuple[str, ...]) -> None:
 
 
 def resolve_genotype(spec: str, condition: str = "base"):
-    """A published name, a run directory, a JSON / DARTS-text / NB201 file, an LHD .pl file, or inline text;
-    checked against the space it names, if any."""
-    from .genotype import validate
+    """A published name, a run directory, a JSON / DARTS-text / NB201 file, an LHD .pl file, or inline text
+    (api.py, which ``train`` shares)."""
+    from .api import resolve_genotype as resolve
 
-    genotype = _load_genotype(spec, condition)
-    return validate(genotype) if genotype.space else genotype
-
-
-def _load_genotype(spec: str, condition: str):
-    from .genotype import Genotype
-    from .lhd_pl import genotype_from_pl
-    from .zoo import GENOTYPES, get_genotype
-
-    if spec in GENOTYPES:
-        return get_genotype(spec)
-    path = Path(spec)
-    if path.is_dir():
-        run_dir, path = path, path / "genotype.json"
-        if not path.exists():
-            raise RobustDartsError(f"{spec} holds no genotype.json; pass a finished search run or a genotype file.")
-        if str(condition or "base").lower() != "base" and Genotype.load(path).kind == "lhd":
-            from .derive import derive_from_run  # an LHD run under another condition: re-derive its last epoch
-            return derive_from_run(run_dir, condition=condition)[0]
-    if path.is_file():
-        return genotype_from_pl(path, condition) if path.suffix == ".pl" else Genotype.load(path)
-    if spec.lstrip()[:1] in ("{", "|") or "Genotype(" in spec or "normal=" in spec:
-        return Genotype.parse(spec, source="genotype text")
-    raise RobustDartsError(f"unknown genotype {spec!r}: it is neither a published name ({', '.join(sorted(GENOTYPES))}) "
-                           f"nor an existing file or run directory.")
+    return resolve(spec, condition)
 
 
 def search_config(config: Optional[Path], sets: Optional[List[str]], **flags):
     """The search config of a command line, later sources winning: SearchConfig's defaults, the method preset's
     settings for the space's kind, the preset's sizes, the YAML file's fields, the flags given, then ``--set``.
     Only what the file and the flags actually set counts (a flag left out does not overwrite the file's value)."""
+    from .api import resolve_search_config as resolve
     from .config import SearchConfig, read_fields
-    from .methods import search_config as resolve
 
     overrides = read_fields(SearchConfig, config) if config else {}
     overrides.update({k: v for k, v in flags.items() if v is not None})
@@ -132,7 +109,7 @@ def search_config(config: Optional[Path], sets: Optional[List[str]], **flags):
     if options:
         overrides["method_options"] = options
     overrides.setdefault("dataset", "fashion-mnist")  # the CLI's default: the dataset this machine has
-    return resolve(overrides)
+    return resolve(**overrides)
 
 
 def dry_run_summary(cfg) -> dict:
@@ -147,12 +124,14 @@ def dry_run_summary(cfg) -> dict:
     from .spaces import get_space
     from .supernet import Supernet, count_parameters
 
-    from .memory import check_search
+    from .memory import choose_recompute
 
     space = get_space(cfg.space)
     recipe = make_recipe(cfg, space)
     info = dataset_info(cfg.dataset)
-    check_search(cfg)  # a config that cannot fit is refused here too (and 10^5 cells would take an hour on meta)
+    # A config that cannot fit is refused here too (and 10^5 cells would take an hour on meta); recompute=auto
+    # shows the level this machine would choose, as config.yaml would record it.
+    cfg = dataclasses.replace(cfg, recompute=choose_recompute(cfg)[0])
     with torch.device("meta"):
         net = Supernet(space, cfg.init_channels, cfg.layers, info.num_classes, info.channels,
                        edge_extra=recipe.edge_extra)
@@ -168,11 +147,12 @@ def dry_run_summary(cfg) -> dict:
 
 @app.command()
 def search(
-    space: Optional[str] = typer.Option(None, help=f"search space (default darts; see robustdarts spaces), "
-                                                   f"{one_of('space')}"),
-    method: Optional[str] = typer.Option(None, help=f"method preset (default darts; see robustdarts methods), "
-                                                    f"{one_of('method')}"),
-    dataset: Optional[str] = typer.Option(None, help=f"dataset (default fashion-mnist), {one_of('dataset')}"),
+    space: Optional[str] = typer.Option(None, help=f"search space (default darts; see robustdarts spaces; or "
+                                                   f"FILE.yaml, a DARTS-kind space as data), {one_of('space')}"),
+    method: Optional[str] = typer.Option(None, help=f"method preset (default darts; see robustdarts methods; or "
+                                                    f"MODULE:ATTRIBUTE, a plugin's Preset), {one_of('method')}"),
+    dataset: Optional[str] = typer.Option(None, help=f"dataset (default fashion-mnist): folder:PATH (your images), "
+                                                     f"npz:FILE (your arrays), or {one_of('dataset')}"),
     preset: Optional[str] = typer.Option(None, help=f"sizes only, {one_of('preset')}"),
     log: Optional[str] = typer.Option(None, help=f"also log each epoch for a dashboard (optional extra), "
                                                  f"{one_of('log')}"),
@@ -199,7 +179,7 @@ def search(
                                                           "write nothing"),
 ):
     """Search an architecture; writes config, metrics, α archive, genotype and checkpoints to the run directory."""
-    from .search.launch import open_search
+    from .api import open_search_run, run_search
 
     show = progress and not as_json
     if log is not None:
@@ -212,12 +192,22 @@ def search(
         cfg = search_config(config, set_, space=space, method=method, dataset=dataset, preset=preset, seed=seed,
                             epochs=epochs, batch_size=batch_size, init_channels=channels, layers=layers,
                             data_dir=data_dir, device=device, nproc=nproc)
+        if out is not None:  # a dry run says whether the run would start: its --out is checked as the run's is
+            from .paths import check_output_dir
+            from .runs import RunDir
+            RunDir(check_output_dir(out)).check_new()
+        if draw is not None:
+            from .paths import IMAGE_SUFFIXES, check_output_file
+            check_output_file(draw, "--draw", IMAGE_SUFFIXES)
         summary = dry_run_summary(cfg)
         if as_json:
             print(json.dumps(summary, default=str))
         else:
+            import dataclasses
+
             from .config import to_yaml
-            console.print(to_yaml(cfg), highlight=False, markup=False)
+            console.print(to_yaml(dataclasses.replace(cfg, recompute=summary["recompute"])), highlight=False,
+                          markup=False)  # recompute as this machine chooses it (dry_run_summary)
             console.print(f"recipe: {summary['recipe']}", highlight=False, markup=False)
             console.print(f"supernet: {summary['cells']} search cells {summary['cells_per_type']}, "
                           f"{summary['supernet_params']:,} weight parameters", highlight=False)
@@ -227,30 +217,21 @@ def search(
         check_output_file(draw, "--draw", IMAGE_SUFFIXES)  # before the search, not after it
     if resume is not None:
         refuse_with_resume(resume, ("resume", "draw", "as_json", "progress", "log"))
-        run = open_search(None, resume, resume=True, console=err_console if as_json else console, progress=show,
-                          log=log)
+        run = open_search_run(None, resume, resume=True, console=err_console if as_json else console,
+                              progress=show, log=log)
     else:
-        from .paths import check_output_dir
         cfg = search_config(config, set_, space=space, method=method, dataset=dataset, preset=preset, seed=seed,
                             epochs=epochs, batch_size=batch_size, init_channels=channels, layers=layers,
                             data_dir=data_dir, device=device, nproc=nproc)
-        out = check_output_dir(out or Path("runs") / f"search-{cfg.space}-{cfg.method}-{cfg.dataset}-s{cfg.seed}")
-        # One process, torchrun's rank, or --nproc N spawned processes (search/launch.py).
-        run = open_search(cfg, out, console=err_console if as_json else console, progress=show, log=log)
-    logger = None
-    if log is not None and run.shard.writes and not getattr(run, "logs_itself", False):
-        from .config import to_yaml
-        from .runlog import make_logger
-        logger = make_logger(log, run.run_dir.path, to_yaml(run.cfg))
-        run.epoch_hooks = (logger,)  # called by the loop after each epoch's record; never fails the search
-    try:
-        genotype = run.run()
-    finally:
-        if logger is not None:
-            logger.close()
-    if not run.shard.writes:
+        # One process, torchrun's rank, or --nproc N spawned processes (search/launch.py), as api.search runs it.
+        run = open_search_run(cfg, out, console=err_console if as_json else console, progress=show, log=log)
+    if getattr(run, "logs_itself", False):  # --nproc: the ranks lock the run directory, not this process
+        _SPAWNED_RUNS[:] = [str(run.run_dir.path)]
+    result = run_search(run, log=log)
+    if result is None:
         return  # a torchrun rank other than 0: rank 0 reports
-    records = run.run_dir.read_metrics()
+    genotype = result.genotype
+    records = result.metrics
     last = records[-1] if records else {}
     summary = {"run_dir": str(run.run_dir.path), "space": run.cfg.space, "method": run.cfg.method,
                "dataset": run.cfg.dataset, "epochs": run.epoch, "val_acc": last.get("val_acc"),
@@ -287,16 +268,19 @@ def derive(
     val_images: Optional[int] = typer.Option(None, help="darts-pt: validation images per measurement "
                                                         "[default: the whole validation half]"),
     as_json: bool = typer.Option(False, "--json"),
+    progress: bool = typer.Option(True, help="darts-pt: live progress bar of the decisions and fine-tuning epochs "
+                                             "(on a terminal; never with --json)"),
 ):
     """Derive a genotype from a run's α archive at an epoch, with a policy (darts-pt: by perturbation on the
     trained supernet; writes darts_pt.json with every decision)."""
-    from .derive import derive_from_run
+    from .api import derive_with_epoch
 
     options = {k: v for k, v in dict(tune_epochs=tune_epochs, val_images=val_images).items() if v is not None}
     if out is not None:
         from .paths import check_output_file
         check_output_file(out, "--out")  # before deriving (darts-pt fine-tunes for minutes), not after
-    genotype, chosen = derive_from_run(run_dir, epoch=epoch, policy=policy, condition=condition, **options)
+    genotype, chosen = derive_with_epoch(run_dir, epoch=epoch, policy=policy, condition=condition,
+                                         progress=progress and not as_json, console=console, **options)
     if out is not None:
         genotype.save(out)
     if as_json:
@@ -309,7 +293,9 @@ def derive(
 @app.command()
 def train(
     genotype: str = typer.Argument(..., help="published name, genotype file, .pl file or search run directory"),
-    dataset: str = typer.Option("fashion-mnist", help=f"dataset, {one_of('dataset')}"),
+    dataset: Optional[str] = typer.Option(None, help=f"dataset (default: a search run's own, else fashion-mnist): "
+                                                     f"folder:PATH (your images), npz:FILE (your arrays), or "
+                                                     f"{one_of('dataset')}"),
     preset: Optional[str] = typer.Option(None, help=f"sizes only, {one_of('preset')}"),
     out: Optional[Path] = typer.Option(None),
     resume: Optional[Path] = typer.Option(None, help="continue the training run in this directory"),
@@ -326,35 +312,21 @@ def train(
     progress: bool = typer.Option(True),
 ):
     """Train the discrete network of a genotype from scratch (DARTS evaluation recipe)."""
-    from .config import TrainConfig, build
-    from .train import Train
+    from .api import open_train_run, run_train
 
     show = progress and not as_json
     log = err_console if as_json else console
     if resume is not None:
-        from .runs import RunDir
         refuse_with_resume(resume, ("resume", "genotype", "as_json", "progress"))
-        recorded = RunDir(resume).load_config(TrainConfig).genotype
-        same = genotype == recorded or Path(genotype).resolve() in (Path(recorded).resolve(), Path(resume).resolve())
-        if not same:
-            raise RobustDartsError(f"{resume} trains {recorded!r}, not {genotype!r}; with --resume pass {recorded!r} "
-                                   f"or the run directory as GENOTYPE.")
-        run = Train.resume(resume, console=log, progress=show)
+        run = open_train_run(genotype, resume=resume, console=log, progress=show)
     else:
-        from .eval_recipe import train_defaults
-
-        geno = resolve_genotype(genotype, condition)
-        recipe = train_defaults(geno, dataset, condition)  # LHD's evaluation recipe for LHD genotypes
-        overrides = dict(genotype=genotype, dataset=dataset, preset=preset, seed=seed, epochs=epochs,
-                         batch_size=batch_size, init_channels=channels, layers=layers, data_dir=data_dir, device=device)
-        overrides.update(_parse_sets(set_))
-        cfg = build(TrainConfig, overrides, "train", base=recipe)
-        name = Path(genotype).name if Path(genotype).exists() else genotype
-        from .paths import check_output_dir
-        out = check_output_dir(out or Path("runs") / f"train-{name}-{cfg.dataset}-s{cfg.seed}")
-        run = Train(cfg, geno, out, console=log, progress=show)
-    result = run.run()
-    result["run_dir"] = str(run.run_dir.path)
+        fields = dict(seed=seed, epochs=epochs, batch_size=batch_size, init_channels=channels, layers=layers,
+                      data_dir=data_dir, device=device)
+        fields.update(_parse_sets(set_))
+        dataset, preset = fields.pop("dataset", dataset), fields.pop("preset", preset)  # --set may name them too
+        run = open_train_run(genotype, dataset, preset=preset, out=out, condition=condition, console=log,
+                             progress=show, **fields)
+    result = run_train(run).summary
     if as_json:
         print(json.dumps(result))
         return
@@ -367,7 +339,8 @@ def train(
 @app.command()
 def show(
     genotype: str = typer.Argument(..., help="published name, genotype file (JSON / DARTS text), .pl file, run dir"),
-    dataset: str = typer.Option("cifar10", help=f"dataset the network is built for, {one_of('show-dataset')}"),
+    dataset: str = typer.Option("cifar10", help=f"dataset the network is built for: folder:PATH, npz:FILE, or "
+                                                f"{one_of('show-dataset')}"),
     layers: Optional[int] = typer.Option(None, help="cells (default 20; 14 for imagenet)"),
     channels: Optional[int] = typer.Option(None, help="initial channels (default 36; 48 for imagenet)"),
     condition: str = typer.Option("base", help=f"LHD evaluation condition, {one_of('condition')}"),
@@ -388,9 +361,17 @@ def show(
     condition = check_condition(geno, condition)
     from .choices import show_datasets
 
+    from .data.own import is_own
+
     classes = show_datasets()
+    in_channels = 1 if dataset == "fashion-mnist" else 3
+    if is_own(dataset):  # the user's data decides the counts: its classes and channels
+        from .data import dataset_info
+        own_info = dataset_info(dataset)
+        dataset, in_channels = own_info.name, own_info.channels
+        classes = {dataset: own_info.num_classes}
     if dataset not in classes:
-        raise unknown("dataset", dataset, classes, where="for show")
+        raise unknown("dataset", dataset, classes, where="for show (your own data: folder:PATH or npz:FILE)")
     imagenet = dataset == "imagenet"
     if imagenet and geno.kind != "darts":
         raise RobustDartsError(f"the ImageNet macro needs a darts-kind genotype, not {geno.kind}; pick another dataset.")
@@ -401,8 +382,7 @@ def show(
     from .memory import check_fits, network_estimate
     check_fits(network_estimate(geno, channels, layers, 1, 224 if imagenet else 32, training=False,
                                 macro="imagenet" if imagenet else None), fix="lower --layers or --channels")
-    net = EvalNetwork(geno, channels, layers, classes[dataset], 1 if dataset == "fashion-mnist" else 3,
-                      macro="imagenet" if imagenet else None)
+    net = EvalNetwork(geno, channels, layers, classes[dataset], in_channels, macro="imagenet" if imagenet else None)
     info = {"params": net.num_parameters(), "params_with_aux": net.num_parameters(with_aux=True),
             "dataset": dataset, "condition": condition, "layers": layers, "channels": channels,
             "macro": net.macro, "genotype": geno.to_dict()}
@@ -425,7 +405,8 @@ def show(
 
 @app.command()
 def spaces(
-    name: Optional[str] = typer.Argument(None, help=f"one space, shown in full, {one_of('space')}"),
+    name: Optional[str] = typer.Argument(None, help=f"one space, shown in full (or a FILE.yaml space, checked), "
+                                                    f"{one_of('space')}"),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """List the search spaces with their ops per edge and supernet size; NAME shows one space in full."""
@@ -458,6 +439,7 @@ def methods(
     options with types and defaults); with --space, the settings each uses on that space."""
     from .listing import key_settings, option_rows, print_method, print_methods
     from .methods import KINDS, get_preset, list_methods, search_config as resolve
+    from .plugins import method_source
 
     names = [get_preset(name).name] if name else list_methods(filter_)
     if filter_ and not names:
@@ -465,17 +447,23 @@ def methods(
     rows = []
     for n in names:
         preset = get_preset(n)
+        source = method_source(n)  # a plugin's entry point (and distribution) or MODULE:ATTRIBUTE
         row = {"name": n, "family": preset.family.__name__, "paper": preset.paper, "summary": preset.summary,
+               "plugin": (source.distribution or source.what) if source else None,
+               "plugin_source": str(source) if source else None,
                "defaults": {k: preset.settings(k)[0] for k in KINDS},
                "options": {k: preset.settings(k)[1] for k in KINDS},
                "key_settings": key_settings(preset), "option_types": option_rows(preset.family)}
         if space is not None:
             cfg = resolve({"method": n, "space": space})
             from .config import SearchConfig
-            base = SearchConfig()
+            from .speed import resolve_layout
+            # The speed settings a method's order resolves to are not the method's: compared as resolved.
+            base = {**vars(resolve_layout(SearchConfig(arch_order=cfg.arch_order))),
+                    "arch_order": SearchConfig.arch_order}
             row["space"] = space
             row["effective"] = {k: v for k, v in vars(cfg).items()
-                                if k not in ("space", "method", "method_options") and v != getattr(base, k)}
+                                if k not in ("space", "method", "method_options") and v != base[k]}
             row["effective_options"] = cfg.method_options
         rows.append(row)
     if as_json:
@@ -531,8 +519,12 @@ def bench_plan(grid: str = typer.Argument(..., help=_GRID_HELP),
     console.print(table)
     s = plan.summary()
     console.print(f"{s['cells']} searches, {s['conditions']} derivations, {s['trainings']} trainings from scratch; "
-                  f"about {s['search_tflop']:.3g} + {s['train_tflop']:.3g} TFLOP, roughly {_hours(s['cpu_hours'])} "
+                  f"about {s['search_tflop']:.3g} + "
+                  + (f"{s['derive_tflop']:.3g} (DARTS-PT derivations) + " if s["derive_tflop"] else "")
+                  + f"{s['train_tflop']:.3g} TFLOP, roughly {_hours(s['cpu_hours'])} "
                   f"of one CPU thread (an order of magnitude; see bench/plan.py)", highlight=False)
+    for line in plan.recipes():  # what bench run trains with, per space, dataset and condition
+        console.print(f"trainings of {escape(line)}", highlight=False)
 
 
 def _hours(hours: float) -> str:
@@ -553,10 +545,20 @@ def bench_run(
 ):
     """Run a grid's cells into --out; rerunning skips finished cells and resumes interrupted ones."""
     from .bench import load_grid, make_plan
-    from .bench.backends import check_backend, default_workers, run_grid
+    from .bench.backends import check_backend, check_workers, default_workers, run_grid
 
     plan = make_plan(load_grid(grid))  # every entry is checked here, before anything is written
     check_backend(backend, address)
+    check_workers(workers, threads)  # before the live view and the store, not after
+    # Ctrl-C stops the grid (bench/backends.py); the sentence it ends with gives this command to resume it. The
+    # options that change the numbers (threads: a CPU run is bit-exact only under the same thread count) are kept.
+    import shlex
+    again = [grid, "--out", str(out)]
+    for flag, value in (("--backend", None if backend == "local" else backend), ("--address", address),
+                        ("--workers", workers), ("--threads", threads)):
+        again += [flag, str(value)] if value is not None else []
+    _GRID_RESUME[:] = [f"the finished cells are kept and the interrupted ones resume from their last checkpoint: "
+                       f"continue with robustdarts bench run {shlex.join(again)}"]
     if as_json:
         summary = run_grid(plan, out, backend, workers, threads, address, retry_failed)
         print(json.dumps(summary.to_dict()))
@@ -686,11 +688,17 @@ def _say_error(message: str) -> int:
     return 2
 
 
+_GRID_RESUME: list[str] = []  # set by bench run: how to continue the grid it runs (its cells lock nothing here)
+_SPAWNED_RUNS: list[str] = []  # set by search --nproc: the run its ranks write
+
+
 def _resume_hint() -> str:
-    """How to continue the run this process was writing, if any (the run directories it locked)."""
+    """How to continue the run this process was writing, if any (the run directories it locked, or the grid)."""
     from .runs import RunDir, held_runs
 
-    runs = held_runs()
+    if _GRID_RESUME:
+        return _GRID_RESUME[0]
+    runs = {**held_runs(), **{path: "search" for path in _SPAWNED_RUNS}}
     if not runs:
         return ""
     path, kind = list(runs.items())[-1]
@@ -724,13 +732,23 @@ def _os_error(e: OSError) -> str:
     return f"{e.strerror or type(e).__name__}: {name}; check the path and its permissions."
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as the user reads it: ``warning: <sentence>`` on one line (Python's default adds the source file and
+    line, which name our code, not the user's problem)."""
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+
 def run_cli(args: list[str] | None = None) -> int:
     """Run the command line on ``args`` and return its exit code, every failure one sentence on stderr: a user
     error or a bad option 2, Ctrl-C 130 with how to resume, an OSError (disk full, permissions) 2 naming the file,
     running out of memory 2. ``main`` and the tests both go through here, so tests see what a user sees."""
     exceptions = _click("exceptions")
+    _GRID_RESUME.clear()  # an earlier in-process call's grid or spawned search is not this one's
+    _SPAWNED_RUNS.clear()
     try:
-        code = app(args=args, prog_name="robustdarts", standalone_mode=False)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            code = app(args=args, prog_name="robustdarts", standalone_mode=False)
     except RobustDartsError as e:
         return _say_error(str(e))
     except exceptions.NoArgsIsHelpError as e:

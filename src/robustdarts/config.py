@@ -60,6 +60,7 @@ class SearchConfig:
     drop_path: float = 0.0
     cutout: int = 0  # side at 32x32; crop padding and cutout scale with the image size
     augment: bool = True  # random crop + flip (SVHN in LHD searches without)
+    skip_bad_images: bool = False  # folder: datasets: leave unreadable images out (counted) instead of refusing
     # diagnostics
     hessian_every: int = 0  # epochs between dominant-eigenvalue measurements; 0 = off
     # Validation batches per measurement; 1 is RobustDARTS' protocol (batch 64). At batch 8 one batch's λ_max read
@@ -75,12 +76,19 @@ class SearchConfig:
     nproc: int = 1  # processes of one search, the global batch split between them (distributed.py; --nproc)
     amp: str = "off"  # off | bf16: autocast the supernet's forward to bfloat16 (loss, α, parameters stay float32)
     skip_zero_ops: bool = True  # ops whose mixing weight is exactly 0 are not computed (one host sync per α update)
+    # "auto" (the defaults below) is chosen per device and per case by speed.py, the fastest measured setting, and
+    # recorded resolved in config.yaml, so a resumed run keeps its own settings. channels_last, mix_in_bn and
+    # share_pools all false (recompute none) is the original DARTS code's float order.
     # none | edge | cell: keep only the inputs of each mixed edge (or each cell) for backward and recompute the
-    # rest there (torch.utils.checkpoint): far fewer bytes held, one more forward of those pieces
-    recompute: str = "none"
-    channels_last: bool = False  # NHWC activations and conv weights (depthwise convs ~2x faster on this CPU)
-    mix_in_bn: bool = False  # each op's mixing weight as the affine scale of its final non-affine BN (one pass less)
-    share_pools: bool = False  # the edges leaving one state pool it once (each keeps its own BN)
+    # rest there (torch.utils.checkpoint): far fewer bytes held, one more forward of those pieces; auto: none, or
+    # the first level that fits the machine's memory (memory.choose_recompute, resolved where the search runs)
+    recompute: str = "auto"
+    channels_last: bool | str = "auto"  # NHWC activations and conv weights (depthwise convs ~2x faster on this CPU)
+    mix_in_bn: bool | str = "auto"  # each op's mixing weight as the affine scale of its final non-affine BN
+    share_pools: bool | str = "auto"  # the edges leaving one state pool it once (each keeps its own BN)
+    # intra-op torch threads of this process; 0 or auto: chosen from the work's size each session (speed.py),
+    # never more than the process has; the count used is recorded in environment.json
+    threads: int | str = "auto"
     compile: str = "off"  # off | ops: torch.compile each candidate op (small repeated pieces; eager if unavailable)
     method_options: dict[str, Any] = field(default_factory=dict)
 
@@ -114,6 +122,7 @@ class TrainConfig:
     cutout: int = 16  # side at 32x32, scaled with the image size
     drop_path: float = 0.2
     augment: bool = True
+    skip_bad_images: bool = False  # folder: datasets: leave unreadable images out (counted) instead of refusing
     label_smoothing: float = 0.0
     # LHD's evaluation recipe (eval_recipe.py sets these for LHD genotypes): the discretization/network condition,
     # the epoch after which the reference's metric (best test accuracy of the later epochs) is also reported, and
@@ -177,14 +186,18 @@ FIELD_RANGES: dict[str, Range] = {
     "tau": POSITIVE, "drop_path": FRACTION, "cutout": AT_LEAST_0, "hessian_every": AT_LEAST_0,
     "hessian_batches": AT_LEAST_1, "leakage_every": AT_LEAST_0, "keep_checkpoints": AT_LEAST_0,
     "auxiliary_weight": AT_LEAST_0, "label_smoothing": Range(0, 1), "nproc": Range(1, 1024),
-    "partial_channels": AT_LEAST_1, "report_best_after": AT_LEAST_0,
+    "partial_channels": AT_LEAST_1, "report_best_after": AT_LEAST_0, "threads": Range(0, 4096),
     "TrainConfig.batch_size": Range(2),  # batch-norm layers (the auxiliary head's at 1x1) need two images
 }
 # String fields with a fixed set of values that nothing else checks before a run directory is written.
 FIELD_CHOICES: dict[str, tuple[str, ...]] = {"lr_schedule": ("cosine", "constant"), "amp": ("off", "bf16"),
                                              "step_order": ("arch-first", "weight-first"),
                                              "hessian_relax": ("softmax", "method"),
-                                             "recompute": ("none", "edge", "cell"), "compile": ("off", "ops")}
+                                             "recompute": ("auto", "none", "edge", "cell"),
+                                             "compile": ("off", "ops")}
+# Fields whose value may also be "auto" (speed.py and memory.py choose; "auto" is kept as text, not typed).
+AUTO = "auto"
+AUTO_FIELDS = frozenset({"channels_last", "mix_in_bn", "share_pools", "threads"})
 
 
 def field_range(cls, name: str) -> Range | None:
@@ -250,6 +263,8 @@ def coerce_field(cls, name: str, value: Any, what: str = "config field") -> Any:
     hint = type_hints(cls)[name]
     if value is None:
         return None
+    if name in AUTO_FIELDS and isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
     text = str(hint)
     optional = "None" in text
     try:
@@ -282,7 +297,8 @@ def coerce_field(cls, name: str, value: Any, what: str = "config field") -> Any:
         return str(value) if not isinstance(value, str) else value
     except (TypeError, ValueError, OverflowError):
         base = text.split(" | ")[0].replace("<class '", "").rstrip("'>")
-        words = _TYPE_WORDS.get(base, base) + (" or none" if optional else "")
+        words = _TYPE_WORDS.get(base, base) + (" or none" if optional else "") + \
+            (" or auto" if name in AUTO_FIELDS else "")
         raise RobustDartsError(f"{what} {name!r} needs a value of type {base} ({words}), got {short(value)}.") from None
 
 
@@ -331,6 +347,10 @@ def build(cls, overrides: dict[str, Any] | None = None, kind: str = "search", ba
             raise unknown("preset", preset, PRESETS)
         values.update(PRESETS[preset][kind])
     values.update(overrides)
+    if "dataset" in values:
+        from .data.own import canonical_name, is_own
+        if is_own(values["dataset"]):  # recorded with an absolute path: a resume from elsewhere finds the data
+            values["dataset"] = canonical_name(values["dataset"])
     return check_config(cls(**{k: coerce_field(cls, k, v) for k, v in values.items()}))
 
 
@@ -360,19 +380,7 @@ def read_fields(cls, path: str | Path) -> dict[str, Any]:
     the dataclass default). An explicit null of an Optional field comes back as "none", which ``build`` turns into
     None over any preset's value (a plain None would mean unset); a null elsewhere is refused."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise RobustDartsError(f"config file {path} does not exist; pass an existing YAML file.") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise RobustDartsError(f"cannot read config file {path} ({getattr(e, 'strerror', None) or e}); "
-                               f"pass a readable YAML file.") from None
-    except yaml.YAMLError as e:
-        raise RobustDartsError(f"config file {path} is not valid YAML ({str(e).splitlines()[0]}); "
-                               f"fix its syntax.") from None
-    except RecursionError:
-        raise RobustDartsError(f"config file {path} is nested too deeply to be a config; write field: value "
-                               f"lines.") from None
+    data = read_yaml_file(path, f"config file {path}", "a config; write field: value lines")
     if not isinstance(data, dict):
         raise RobustDartsError(f"config file {path} must hold a mapping of field: value, not {type(data).__name__}.")
     names = {f.name for f in fields(cls)}
@@ -391,6 +399,22 @@ def read_fields(cls, path: str | Path) -> dict[str, Any]:
             out[k] = check_field(cls, k, coerce_field(cls, k, v, f"config file {path}: field"),
                                  f"config file {path}: field")
     return out
+
+
+def read_yaml_file(path: Path, where: str, shape: str) -> Any:
+    """The YAML document of a user's file (``yaml.safe_load``: no tags run), or one sentence naming ``where`` (e.g.
+    "config file X") and what is wrong: missing, unreadable, not YAML, or nested too deeply to be ``shape``."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RobustDartsError(f"{where} does not exist; pass an existing YAML file.") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise RobustDartsError(f"cannot read {where} ({getattr(e, 'strerror', None) or e}); pass a readable YAML "
+                               f"file.") from None
+    except yaml.YAMLError as e:
+        raise RobustDartsError(f"{where} is not valid YAML ({str(e).splitlines()[0]}); fix its syntax.") from None
+    except RecursionError:
+        raise RobustDartsError(f"{where} is nested too deeply to be {shape}.") from None
 
 
 def load_yaml(cls, path: str | Path):

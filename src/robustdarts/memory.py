@@ -93,24 +93,31 @@ def _segments(kind: str, layers: int, size: int, macro: str | None = None):
 
 
 def _cell_cost(ops_per_edge, family: str, C: int, side: int, reduction: bool, num_inputs: int, sources,
-               supernet: bool) -> tuple[int, int]:
+               supernet: bool, partial: int = 1, steps: int | None = None) -> tuple[int, int]:
     """(parameters, saved activation elements per image) of one cell: its ops plus the two 1x1 preprocessing
-    convs and the node sums and output concat."""
-    params, saved = 0, 0
+    convs and the node sums and output concat. With partial channels K (PC-DARTS) the ops are built on C/K
+    channels, as supernet.MixedEdge builds them; the bypassed channels cost nothing saved (slicing, concatenating
+    and shuffling save no tensor) except a stride-2 edge's max pooling of them (its indices, int64: two floats)."""
+    C_ops = C // partial
+    params, op_saved, bypass = 0, 0, 0
     for ops, src in zip(ops_per_edge, sources):
         stride = 2 if reduction and src < num_inputs else 1
         for name in ops:
-            p, s = _op_cost(family, name, C, stride, not supernet, supernet)
+            p, s = _op_cost(family, name, C_ops, stride, not supernet, supernet)
             params += p
-            saved += s
-    steps = max(len(sources) // 2, 1)
+            op_saved += s
+        if partial > 1 and stride == 2:
+            bypass += 2 * (C - C_ops)
+    steps = steps or max(len(sources) // 2, 1)  # given where genes are not two per node (a user's space)
     params += 2 * steps * C * C  # pre0 / pre1: 1x1 convs from the previous outputs (steps·C wide) to C
-    saved += 6 + 2 * steps  # preprocessing (ReLU, conv, BN twice), node sums, the concat output
-    return params, saved * C * side * side
+    fixed = 6 + 2 * steps  # preprocessing (ReLU, conv, BN twice), node sums, the concat output
+    return params, (op_saved * C_ops + fixed * C + bypass) * side * side
 
 
-def supernet_estimate(space, C: int, layers: int, batch: int, size: int, in_channels: int = 3) -> Estimate:
-    """The search supernet of ``space``: every candidate op on every edge, all computed (dense weights)."""
+def supernet_estimate(space, C: int, layers: int, batch: int, size: int, in_channels: int = 3,
+                      partial_channels: int = 1) -> Estimate:
+    """The search supernet of ``space``: every candidate op on every edge, all computed (dense weights), on C/K
+    channels with partial channels K (PC-DARTS' memory saving, which lets it search at batch 256)."""
     from .spaces import get_space
 
     space = get_space(space)
@@ -118,7 +125,8 @@ def supernet_estimate(space, C: int, layers: int, batch: int, size: int, in_chan
     for cell_type, width, side, count, red in _segments(space.kind, layers, size):
         cell_type = cell_type if cell_type in space.ops else "normal"
         sources = [src for _, src in space.edges]
-        p, a = _cell_cost(space.ops[cell_type], space.family, C * width, side, red, space.num_inputs, sources, True)
+        p, a = _cell_cost(space.ops[cell_type], space.family, C * width, side, red, space.num_inputs, sources, True,
+                          max(int(partial_channels), 1))
         params, activations = params + p * count, activations + a * count
     params += 3 * C * in_channels * 9
     # weights, gradients, SGD momentum; activations of one weight step (the α step runs before or after it)
@@ -134,12 +142,42 @@ def network_estimate(genotype, C: int, layers: int, batch: int, size: int, in_ch
     for cell_type, width, side, count, red in _segments(genotype.kind, layers, size, macro):
         genes = [g for g in genotype.genes(cell_type) if g[0] != "none"]
         ops = [(g[0],) for g in genes]
-        p, a = _cell_cost(ops, family, C * width, side, red, num_inputs, [g[1] for g in genes], False)
+        explicit = genotype.kind == "darts" and len(genotype.genes(cell_type)[0]) == 3  # (op, input, node) genes
+        p, a = _cell_cost(ops, family, C * width, side, red, num_inputs, [g[1] for g in genes], False,
+                          steps=genotype.cell_num_nodes(cell_type) if explicit else None)
         params, activations = params + p * count, activations + a * count
     params += 3 * C * in_channels * 9
     if not training:
         return Estimate("the network", params, FLOAT * params, 0, 0)
     return Estimate("the network", params, 3 * FLOAT * params, FLOAT * batch * activations, 0)
+
+
+def network_floor(kind: str, C: int, layers: int, batch: int, size: int, in_channels: int = 3,
+                  macro: str | None = None) -> Estimate:
+    """A lower bound of ``network_estimate`` over every genotype of ``kind`` (darts, lhd, nb201): the macro network
+    with one node of two op-less edges (identities cost nothing either) and the narrowest preprocessing. What a
+    plan can check before any genotype exists: a training refused by it cannot fit whatever the search finds."""
+    num_inputs = 1 if kind == "nb201" else 2
+    params = activations = 0
+    for cell_type, width, side, count, red in _segments(kind, layers, size, macro):
+        p, a = _cell_cost([(), ()], kind, C * width, side, red, num_inputs, [num_inputs] * 2, False)
+        params, activations = params + p * count, activations + a * count
+    params += 3 * C * in_channels * 9
+    return Estimate("the network", params, 3 * FLOAT * params, FLOAT * batch * activations, 0)
+
+
+def check_train_floor(cfg, kind: str, limit: tuple[int, str] | None = None) -> Estimate:
+    """The training of some genotype of ``kind`` under ``cfg`` can fit ``limit``, or one sentence saying none can
+    (``bench plan``: before the searches that find the genotypes)."""
+    from .data import dataset_info
+
+    info = dataset_info(cfg.dataset)
+    size = cfg.image_size or info.size
+    est = network_floor(kind, cfg.init_channels, cfg.layers, cfg.batch_size, size, info.channels, cfg.macro)
+    images = (cfg.limit_images or info.train_size) + (cfg.limit_test or info.test_size)
+    est = Estimate(est.what, est.params, est.weight_bytes, est.activation_bytes,
+                   data_bytes(images, info.channels, size, cfg.dataset == "synthetic"))
+    return check_fits(est, cfg.device, "lower init_channels, layers, image_size, batch_size or limit_images", limit)
 
 
 def data_bytes(images: int, channels: int, size: int, synthetic: bool) -> int:
@@ -166,25 +204,107 @@ def machine_memory(device: str = "cpu") -> tuple[int, str]:
     return total, "this machine's"
 
 
-def check_fits(estimate: Estimate, device: str = "cpu", fix: str = "lower the sizes") -> Estimate:
-    """Refuse, in one sentence with the estimate and the machine's memory, what cannot fit."""
-    memory, whose = machine_memory(device)
+# What ``bench plan`` refuses: a grid's cells may run on other machines (Ray workers, GPUs), so it refuses only
+# what no single machine holds; each cell checks its own machine when it runs (Search, Train).
+ANY_MACHINE = (512 * GIB, "the bound bench plan sets for any one machine of a grid,")
+
+
+def check_fits(estimate: Estimate, device: str = "cpu", fix: str = "lower the sizes",
+               limit: tuple[int, str] | None = None) -> Estimate:
+    """Refuse, in one sentence with the estimate and the machine's memory (or ``limit``: bytes and whose), what
+    cannot fit."""
+    memory, whose = limit or machine_memory(device)
     if estimate.total > memory:
         raise RobustDartsError(f"{estimate.describe()}, more than {whose} {gib(memory)}; {fix}.")
     return estimate
 
 
-def check_search(cfg) -> Estimate:
-    """The search of ``cfg`` fits the machine, or one sentence saying it does not (before data or networks)."""
+RECOMPUTE_LEVELS = ("none", "edge", "cell")  # what recompute=auto tries, in this order (fastest first)
+SEARCH_FIX = "lower init_channels, layers, image_size, batch_size or limit_images"
+
+
+def _recomputed_activations(space, C: int, layers: int, size: int, partial_channels: int, recompute: str) -> int:
+    """Saved activation elements per image at the peak of a supernet pass with ``recompute`` edge or cell: every
+    cell keeps what recomputation cannot drop (edge: its states, i.e. preprocessing, node sums and concat; cell:
+    its output, the next cell's input), and one piece at a time holds its ops' activations while it is recomputed
+    in backward (edge: the largest edge; cell: the largest whole cell). Measured standard supernet with
+    ``edge``: 0.33 GiB saved against 6.05 GiB dense (benchmarks/README.md)."""
+    from .spaces import get_space
+
+    space = get_space(space)
+    sources = [src for _, src in space.edges]
+    steps = max(len(sources) // 2, 1)
+    K = max(int(partial_channels), 1)
+    held = largest = 0
+    for cell_type, width, side, count, red in _segments(space.kind, layers, size):
+        cell_type = cell_type if cell_type in space.ops else "normal"
+        Cw = C * width
+        args = (space.family, Cw, side, red, space.num_inputs, sources, True, K)
+        _, whole = _cell_cost(space.ops[cell_type], *args)
+        if recompute == "edge":
+            _, states = _cell_cost([()] * len(sources), *args)
+            held += states * count
+            for ops, src in zip(space.ops[cell_type], sources):
+                stride = 2 if red and src < space.num_inputs else 1
+                edge = sum(_op_cost(space.family, name, Cw // K, stride, False, True)[1] for name in ops)
+                largest = max(largest, edge * (Cw // K) * side * side)
+        else:
+            held += steps * Cw * side * side * count
+            largest = max(largest, whole)
+    return held + largest
+
+
+def search_estimate(cfg, recompute: str = "none") -> Estimate:
+    """What the search of ``cfg`` holds at its peak with ``recompute`` none, edge or cell (before data or
+    networks)."""
     from .data import dataset_info
 
     info = dataset_info(cfg.dataset)
     size = cfg.image_size or info.size
-    est = supernet_estimate(cfg.space, cfg.init_channels, cfg.layers, cfg.batch_size, size, info.channels)
+    est = supernet_estimate(cfg.space, cfg.init_channels, cfg.layers, cfg.batch_size, size, info.channels,
+                            cfg.partial_channels)  # PC-DARTS' K (its preset: 4)
+    activations = est.activation_bytes
+    if recompute != "none":
+        activations = FLOAT * cfg.batch_size * _recomputed_activations(
+            cfg.space, cfg.init_channels, cfg.layers, size, cfg.partial_channels, recompute)
     images = cfg.limit_images or info.train_size
-    est = Estimate(est.what, est.params, est.weight_bytes, est.activation_bytes,
-                   data_bytes(images, info.channels, size, cfg.dataset == "synthetic"))
-    return check_fits(est, cfg.device, "lower init_channels, layers, image_size, batch_size or limit_images")
+    return Estimate(est.what, est.params, est.weight_bytes, activations,
+                    data_bytes(images, info.channels, size, cfg.dataset == "synthetic"))
+
+
+def choose_recompute(cfg, limit: tuple[int, str] | None = None) -> tuple[str, Estimate, str | None]:
+    """(recompute level, its estimate, a one-line note or None) for the search of ``cfg`` on this machine (or
+    ``limit``). ``recompute=auto`` takes the first of none, edge, cell that fits, with a note when that is not
+    none; an explicit level is kept. Refused in one sentence: what fits in no level, or an explicit level that does
+    not fit (naming the level that would)."""
+    memory, whose = limit or machine_memory(cfg.device)
+    wanted = getattr(cfg, "recompute", "none")
+    levels = RECOMPUTE_LEVELS if wanted == "auto" else (wanted,)
+    dense = search_estimate(cfg, "none")
+    estimates = {}
+    for level in levels:
+        est = dense if level == "none" else search_estimate(cfg, level)
+        estimates[level] = est
+        if est.total <= memory:
+            if wanted != "auto" or level == "none":
+                return level, est, None
+            return level, est, (f"recompute={level}: the search needs about {gib(dense.total)} without "
+                                f"recomputation, more than {whose} {gib(memory)}, and about {gib(est.total)} "
+                                f"recomputing each {level} in backward (one more forward of each: slower).")
+    if wanted == "auto":
+        least = min(estimates.values(), key=lambda e: e.total)
+        raise RobustDartsError(f"{dense.describe()}, more than {whose} {gib(memory)}, and even with recomputation "
+                               f"about {gib(least.total)}; {SEARCH_FIX}.")
+    fits = next((lv for lv in RECOMPUTE_LEVELS if lv != wanted and search_estimate(cfg, lv).total <= memory), None)
+    fix = f"use recompute={fits} (or auto)" if fits else SEARCH_FIX
+    raise RobustDartsError(f"{estimates[wanted].describe()} with recompute={wanted}, more than {whose} "
+                           f"{gib(memory)}; {fix}.")
+
+
+def check_search(cfg, limit: tuple[int, str] | None = None) -> Estimate:
+    """The search of ``cfg`` fits the machine (or ``limit``) in its recompute level (auto: in one of them), or one
+    sentence saying it does not (before data or networks)."""
+    return choose_recompute(cfg, limit)[1]
 
 
 def check_train(cfg, genotype) -> Estimate:

@@ -137,6 +137,8 @@ def side_effect(op: nn.Module) -> str | None:
 
 
 _STATISTICS_PASS: contextvars.ContextVar[bool] = contextvars.ContextVar("statistics_pass", default=False)
+# count_op_calls' counter of the op forwards that _mixed_op runs layer by layer (no forward hook of the op sees them)
+_LAYERWISE_CALLS: contextvars.ContextVar[list | None] = contextvars.ContextVar("layerwise_calls", default=None)
 
 
 def _keep_current(op: nn.Module, x: torch.Tensor, x_relu: torch.Tensor | None) -> None:
@@ -176,17 +178,22 @@ def _mixed_op(op: nn.Module, x: torch.Tensor, weight: torch.Tensor, pools: dict 
       kernel instead of a norm and a multiply, and the op's output is not kept for the weight's gradient (the norm
       keeps its input anyway)."""
     layers = list(op) if isinstance(op, nn.Sequential) else [op]
-    start, h = 0, x
+    start, h, called = 0, x, False  # called: the op module itself ran (its forward hooks saw this forward)
     if pools is not None and isinstance(layers[0], (nn.MaxPool2d, nn.AvgPool2d)):
         key = repr(layers[0])
         if key not in pools:
             pools[key] = layers[0](x)
+            called = layers[0] is op
         start, h = 1, pools[key]
     bn = layers[-1]
     fold = (mix_in_bn and len(layers) > start and isinstance(bn, nn.BatchNorm2d) and not bn.affine
             and bn.track_running_stats and bn.momentum is not None)
     for layer in layers[start:len(layers) - 1 if fold else len(layers)]:
         h = layer(h)
+        called = called or layer is op
+    counter = _LAYERWISE_CALLS.get()
+    if counter is not None and not called:
+        counter[0] += 1
     if not fold:
         return weight * h
     if bn.training:
@@ -386,7 +393,15 @@ class Nb201Cell(_Cell):
 
 
 class Supernet(nn.Module):
-    """The macro network of a space's kind, built with non-affine BN inside the cells (search convention)."""
+    """The macro network of a space's kind, built with non-affine BN inside the cells (search convention).
+
+    ``Supernet(space, C, layers, num_classes, in_channels)`` takes a ``Space`` (or its name), the initial channels,
+    the number of cells, the classes and the image channels (``edge_extra``, ``partial_channels``: the options of
+    DARTS- and PC-DARTS). It holds the weights only: ``net(x, weights)`` takes images (N, in_channels, H, W) and the
+    mixing weights — a dict of one (edges, ops) tensor per cell type (``space.alpha_shape(cell)``), e.g. the softmax
+    of α that ``relax.mixing_weights`` computes — and returns logits (N, num_classes). An op whose weight is exactly
+    0 is not computed.
+    """
 
     def __init__(self, space: Space | str, C: int = 16, layers: int = 8, num_classes: int = 10, in_channels: int = 3,
                  stem_multiplier: int = 3, edge_extra: EdgeExtra = None, partial_channels: int = 1):
@@ -557,9 +572,12 @@ def count_op_calls(supernet: nn.Module, fn: Callable[[], object], statistics: bo
 
     handles = [op.register_forward_hook(hook)
                for cell in supernet.cells for edge in getattr(cell, "edges", []) for op in edge.ops]
+    layerwise = [0]  # ops run layer by layer (mix_in_bn, share_pools): never a statistics-only forward
+    token = _LAYERWISE_CALLS.set(layerwise)
     try:
         fn()
     finally:
+        _LAYERWISE_CALLS.reset(token)
         for h in handles:
             h.remove()
-    return calls
+    return calls + (0 if statistics else layerwise[0])

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from .config import TrainConfig
 from .data import BatchStream, dataset_info, eval_batches, holdout, load_dataset, scaled_augment
+from .data.own import is_own, record as own_record
 from .errors import RobustDartsError, first_line
 from .evalnet import EvalNetwork
 from .memory import check_train
@@ -41,13 +42,16 @@ class Train:
         torch.manual_seed(cfg.seed)
         info = dataset_info(cfg.dataset)
         self.train_set = load_dataset(cfg.dataset, "train", cfg.data_dir, image_size=cfg.image_size,
-                                      limit=cfg.limit_images, seed=cfg.seed)
+                                      limit=cfg.limit_images, seed=cfg.seed, skip_bad_images=cfg.skip_bad_images)
         self.valid_set = None
         if cfg.valid_images:
             self.train_set, self.valid_set = holdout(self.train_set, cfg.valid_images, cfg.seed)
             self.valid_set = self.valid_set.to(self.device)
         self.test_set = load_dataset(cfg.dataset, "test", cfg.data_dir, image_size=cfg.image_size,
-                                     limit=cfg.limit_test, seed=cfg.seed).to(self.device)
+                                     limit=cfg.limit_test, seed=cfg.seed,
+                                     skip_bad_images=cfg.skip_bad_images).to(self.device)
+        if is_own(cfg.dataset) and self.run_dir is not None and _resuming:
+            own_record(self.run_dir.path, cfg.dataset, resuming=True)  # the same data as the checkpoint's
         self.augment = scaled_augment(self.train_set.mean, self.train_set.std, self.train_set.size, cfg.augment,
                                       cfg.cutout)
         self.stream = BatchStream(self.train_set, cfg.batch_size, self.augment, cfg.seed, self.device)
@@ -61,6 +65,8 @@ class Train:
         if self.run_dir is not None and not _resuming:
             self.run_dir.create(cfg)
             genotype.save(self.run_dir.genotype_path)
+            if is_own(cfg.dataset):
+                own_record(self.run_dir.path, cfg.dataset)  # classes and their indices, held-out test images
         self._resumed = _resuming  # run() records the session's environment once it continues the run
 
     @classmethod
@@ -70,7 +76,7 @@ class Train:
         run = RunDir(out_dir)
         cfg = run.load_config(TrainConfig)
         state = run.load_checkpoint(kind="train")
-        run.read_metrics()
+        run.check_agrees(state, run.read_metrics())
         train = cls(cfg, Genotype.load(run.genotype_path), out_dir, _resuming=True, **kwargs)
         try:
             train.net.load_state_dict(state["net"])
@@ -145,7 +151,7 @@ class Train:
         return {"loss": total / n, "acc": correct / n}
 
     def run(self, stop_after: int | None = None) -> dict:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from .progressbar import progress_bar
 
         cfg = self.cfg
         steps = self.stream.steps_per_epoch
@@ -153,9 +159,7 @@ class Train:
         if self._resumed and self.epoch < cfg.epochs and self.run_dir is not None:
             self.run_dir.record_resume(cfg.device)  # warns when the numerics changed since the run started
         self._resumed = False
-        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
-                            disable=not self.show_progress)
+        progress = progress_bar(self.console, self.show_progress)  # a terminal only: no last frame in a log
         with progress:
             task = progress.add_task("train", total=(cfg.epochs - self.epoch) * steps)
             while self.epoch < cfg.epochs:

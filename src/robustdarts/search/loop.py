@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from ..archparams import ArchParams
 from ..config import SearchConfig
 from ..data import BatchStream, scaled_augment, dataset_info, eval_batches, load_dataset, search_split
+from ..data.own import is_own, record as own_record
 from ..distributed import Shard, check_world
 from ..errors import RobustDartsError, first_line, unknown
 from ..genotype import Genotype
@@ -30,7 +31,8 @@ from ..preserve import preserved
 from ..runs import RunDir, atomic_write_text
 from ..schedules import cosine_lr
 from ..spaces import get_space
-from ..memory import check_search
+from ..memory import choose_recompute
+from ..speed import resolve_layout, threads_for
 from ..supernet import Supernet, count_parameters
 from . import architect
 
@@ -58,6 +60,7 @@ class Search:
 
     def __init__(self, cfg: SearchConfig, out_dir: str | Path | None = None, *, console=None, progress: bool = True,
                  shard: Shard | None = None, _resuming: bool = False):
+        cfg = resolve_layout(cfg)  # a config built by hand may still say auto (speed.py); resolved ones are kept
         self.cfg, self.console, self.show_progress = cfg, console, progress
         # Multi-process search (distributed.py): this process's rank; Shard() is the single process.
         self.shard = shard if shard is not None else Shard()
@@ -78,14 +81,26 @@ class Search:
         self.run_dir = RunDir(out_dir) if out_dir is not None else None
         if self.run_dir is not None and not _resuming and self.shard.writes:
             self.run_dir.check_new()  # before a minute of loading data, not after
-        check_search(cfg)  # refuse what cannot fit before allocating any of it
+        # Memory chosen, not refused: recompute=auto takes the first level that fits this machine (none, edge,
+        # cell) and config.yaml records it; only what fits in no level is refused, before allocating any of it.
+        recompute, _, memory_note = choose_recompute(cfg)
+        if recompute != cfg.recompute:
+            cfg = self.cfg = dataclasses.replace(cfg, recompute=recompute)
+        if memory_note is not None and console is not None and self.shard.writes:
+            console.print(f"note: {memory_note}", highlight=False, markup=False)
         torch.manual_seed(cfg.seed)
 
         info = dataset_info(cfg.dataset)
         data = load_dataset(cfg.dataset, "train", cfg.data_dir, image_size=cfg.image_size, limit=cfg.limit_images,
-                            seed=cfg.seed)
+                            seed=cfg.seed, skip_bad_images=cfg.skip_bad_images)
+        if is_own(cfg.dataset) and self.run_dir is not None and _resuming:
+            own_record(self.run_dir.path, cfg.dataset, resuming=True)  # the same data as the checkpoint's
         self.train_set, self.val_set = search_split(data, cfg.train_portion, cfg.seed, cfg.ordered_split)
         self.augment = scaled_augment(data.mean, data.std, data.size, cfg.augment, cfg.cutout)
+        # Threads from the work's size (speed.py): one for tiny tensors, which a second thread does not speed up
+        # and a busy core stalls; set before environment.json records the count.
+        self.threads = threads_for(cfg, data.size, torch.get_num_threads())
+        torch.set_num_threads(self.threads)
         # Single-level methods of LHD (SurgeNAS, GAEA ERM) train the weights on the whole training set; the val
         # half still scores the supernet each epoch (then not held out: its metrics say so by the config).
         weight_set = data if cfg.weights_on_all_data else self.train_set
@@ -123,6 +138,8 @@ class Search:
         self._rng_ranks = None  # every rank's random state at the last checkpoint (multi-process runs)
         if self.run_dir is not None and not _resuming and self.shard.writes:
             self.run_dir.create(cfg)
+            if is_own(cfg.dataset):
+                own_record(self.run_dir.path, cfg.dataset)  # classes and their indices, held-out test images
         self._resumed = _resuming  # run() records the session's environment once it continues the run
 
     # --- construction from a run directory ------------------------------------------------------------------------
@@ -134,7 +151,7 @@ class Search:
         cfg = run.load_config(SearchConfig)
         state = run.load_checkpoint(kind="search")
         archive, _ = run.load_archive(cfg.space)
-        run.read_metrics()
+        run.check_agrees(state, run.read_metrics(), archive)
         genotype = None
         if state["epoch"] > 0 and run.genotype_path.exists():
             # The genotype recorded with the checkpoint's epoch: what run() returns at once for a finished run.
@@ -370,15 +387,13 @@ class Search:
     # --- the run ------------------------------------------------------------------------------------------------
     def run(self, stop_after: int | None = None):
         """Search to the configured last epoch (or stop after epoch ``stop_after``, to test resumption)."""
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from ..progressbar import progress_bar
 
         cfg = self.cfg
         steps = self.train_stream.steps_per_epoch
         if self.run_dir is not None and self.epoch == 0 and not self.archive:
             self.archive[-1] = self.arch.as_dict()  # the initial α, for derive --epoch -1
-        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
-                            disable=not self.show_progress, transient=False)
+        progress = progress_bar(self.console, self.show_progress)  # a terminal only: no last frame in a log
         if self._resumed and self.epoch < cfg.epochs and self.run_dir is not None and self.shard.writes:
             self.run_dir.record_resume(cfg.device)  # warns when the numerics changed since the run started
         self._resumed = False

@@ -1,0 +1,206 @@
+"""Fast by default (issue 28): the "auto" speed settings are chosen in one place (speed.py, memory.py), recorded
+resolved in config.yaml, overridable with --set, and kept by a resumed run; memory picks a recomputation level
+instead of refusing; the thread count follows the work's size.
+
+The truths here are the rules themselves, worked by hand: which layout a CPU config gets (the measured choice of
+benchmarks/README.md), which level a machine of a given size must take (the estimates memory.py documents, with a
+patched machine memory between them), and the thread counts of the two measured sizes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import tiny_config
+from robustdarts import memory
+from robustdarts.cli import run_cli
+from robustdarts.config import SearchConfig, build
+from robustdarts.memory import search_estimate
+from robustdarts.search.loop import Search
+from robustdarts.speed import REFERENCE_ORDER, choose_threads, resolve_layout, threads_for
+
+TINY = ["--dataset", "synthetic", "--layers", "3", "--channels", "4", "--batch-size", "8", "--epochs", "1",
+        "--set", "image_size=8", "--set", "limit_images=32", "--set", "leakage_every=0", "--no-progress"]
+
+
+def invoke(args, cwd: Path) -> tuple[int, str]:
+    out = io.StringIO()
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            code = run_cli([str(a) for a in args])
+    finally:
+        os.chdir(old)
+    return code, out.getvalue()
+
+
+def recorded(run: Path) -> dict:
+    return yaml.safe_load((run / "config.yaml").read_text())
+
+
+# ---- defaults resolved and recorded ------------------------------------------------------------------------------
+def test_a_default_cpu_search_records_its_resolved_settings(tmp_path):
+    code, out = invoke(["search", *TINY, "--out", tmp_path / "run"], tmp_path)
+    assert code == 0, out
+    cfg = recorded(tmp_path / "run")
+    # On the CPU: NHWC, mix_in_bn and share_pools (first order), no recomputation where the memory suffices.
+    assert (cfg["channels_last"], cfg["mix_in_bn"], cfg["share_pools"], cfg["recompute"]) == (True, True, True, "none")
+    assert cfg["threads"] == "auto"  # chosen per session; the count used is in environment.json
+    assert json.loads((tmp_path / "run" / "environment.json").read_text())["threads"] == 1  # tiny work: one
+    assert "note:" not in out
+
+
+def test_explicit_settings_are_honoured(tmp_path):
+    code, out = invoke(["search", *TINY, "--out", tmp_path / "run", "--set", "channels_last=false",
+                        "--set", "mix_in_bn=true"], tmp_path)
+    assert code == 0, out
+    cfg = recorded(tmp_path / "run")
+    # mix_in_bn as given; share_pools follows channels_last (auto), so the NCHW path without pools.
+    assert (cfg["channels_last"], cfg["share_pools"], cfg["mix_in_bn"]) == (False, False, True)
+
+
+@pytest.mark.parametrize("fields,expected", [
+    ({}, (True, True, True)),
+    (dict(arch_order="second"), (True, False, True)),  # the unrolled step measured faster without the fold
+    (dict(channels_last=False), (False, False, False)),  # the fold and pools were measured on NHWC only
+    (dict(compile="ops"), (False, False, False)),  # compiled whole ops: measured NCHW, and the two split ops
+    (dict(mix_in_bn=False), (True, False, True)),
+    (dict(device="meta"), (False, False, False)),  # not a CPU: nothing measured, the plain build
+])
+def test_layout_rule_per_device_and_case(fields, expected):
+    cfg = SearchConfig(**fields)
+    resolved = resolve_layout(cfg)
+    assert (resolved.channels_last, resolved.mix_in_bn, resolved.share_pools) == expected
+    assert resolve_layout(resolved) is resolved  # resolving twice changes nothing
+
+
+def test_auto_is_a_value_of_the_speed_fields_and_bad_values_are_one_sentence():
+    cfg = build(SearchConfig, dict(channels_last="AUTO", threads="auto", recompute="auto"))
+    assert (cfg.channels_last, cfg.threads, cfg.recompute) == ("auto", "auto", "auto")
+    for field, value, words in (("channels_last", "maybe", "true or false or auto"), ("threads", -1, "[0, 4096]"),
+                                ("recompute", "sometimes", "auto, none, edge, cell")):
+        with pytest.raises(Exception) as e:
+            build(SearchConfig, {field: value})
+        assert type(e.value).__name__ == "RobustDartsError" and words in str(e.value), str(e.value)
+
+
+def test_a_resumed_run_keeps_its_own_settings(tmp_path, monkeypatch):
+    # A run recorded with the original float order (as every run before these defaults was) resumes in it, though
+    # a new run now resolves otherwise, and ends where an uninterrupted run in that order ends.
+    cfg = tiny_config(epochs=2, **REFERENCE_ORDER)
+    full = Search(cfg, tmp_path / "full", progress=False)
+    full.run()
+    cut = Search(cfg, tmp_path / "cut", progress=False)
+    cut.run(stop_after=0)
+    assert recorded(tmp_path / "cut")["channels_last"] is False
+    resumed = Search.resume(tmp_path / "cut", progress=False)
+    assert not resumed.supernet.channels_last and resumed.cfg.recompute == "none"
+    assert resumed.run() == full.genotype
+    for key, value in full.arch.as_dict().items():
+        assert torch.equal(value, resumed.arch.as_dict()[key]), key
+
+
+# ---- memory: chosen, not refused ----------------------------------------------------------------------------------
+def _machine(monkeypatch, nbytes: int) -> None:
+    monkeypatch.setattr(memory, "machine_memory", lambda device="cpu": (nbytes, "this machine's"))
+
+
+def test_a_search_too_big_without_recomputation_starts_with_edge_and_one_note(tmp_path, monkeypatch):
+    cfg = tiny_config()
+    dense, edge = search_estimate(cfg, "none").total, search_estimate(cfg, "edge").total
+    assert edge < dense
+    _machine(monkeypatch, (dense + edge) // 2)  # refused before this issue; fits recomputing each edge
+    code, out = invoke(["search", *TINY, "--space", "s3", "--out", tmp_path / "run"], tmp_path)
+    assert code == 0, out
+    notes = [line for line in out.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "recompute=edge" in notes[0], out
+    assert recorded(tmp_path / "run")["recompute"] == "edge"
+    # Resumed on a machine with room to spare, it keeps its own level (and, asked for none, none is refused).
+    monkeypatch.undo()
+    search = Search.resume(tmp_path / "run", progress=False)
+    assert search.cfg.recompute == "edge" and search.supernet.recompute == "edge"
+
+
+def test_the_first_level_that_fits_is_chosen(monkeypatch):
+    def sizes(cfg):
+        return {level: search_estimate(cfg, level).total for level in ("none", "edge", "cell")}
+
+    cfg = tiny_config()
+    tiny = sizes(cfg)
+    assert tiny["edge"] < tiny["cell"] < tiny["none"]  # 3 cells: a whole recomputed cell holds more than an edge
+    _machine(monkeypatch, tiny["none"])
+    assert memory.choose_recompute(cfg)[0::2] == ("none", None)  # fits: no recomputation, no note
+    _machine(monkeypatch, tiny["none"] - 1)
+    level, estimate, note = memory.choose_recompute(cfg)
+    assert level == "edge" and estimate.total == tiny["edge"] and note.startswith("recompute=edge: ")
+    assert memory.choose_recompute(tiny_config(recompute="cell"))[0::2] == ("cell", None)  # explicit, fits: kept
+    with pytest.raises(Exception, match=r"with recompute=none, .*; use recompute=edge \(or auto\)\.$"):
+        memory.choose_recompute(tiny_config(recompute="none"))  # asked for none: told which level fits
+    deep = tiny_config(layers=30)
+    many = sizes(deep)
+    assert many["cell"] < many["edge"]  # 30 cells: under cell each keeps only its output
+    _machine(monkeypatch, many["edge"] - 1)
+    assert memory.choose_recompute(deep)[0] == "cell"
+
+
+def test_a_search_that_fits_in_no_level_is_refused_before_any_data_or_network(tmp_path, monkeypatch):
+    cfg = tiny_config()
+    least = min(search_estimate(cfg, level).total for level in ("none", "edge", "cell"))
+    _machine(monkeypatch, least - 1)
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("loaded data or built a network for a search that cannot fit")
+
+    loop = importlib.import_module("robustdarts.search.loop")  # (robustdarts.search is also a function's name)
+    monkeypatch.setattr(loop, "load_dataset", must_not_run)
+    monkeypatch.setattr(loop, "Supernet", must_not_run)
+    code, out = invoke(["search", *TINY, "--space", "s3", "--out", tmp_path / "run"], tmp_path)
+    assert code == 2 and len(out.strip().splitlines()) <= 3 and "Traceback" not in out, out
+    assert "even with recomputation" in out and not (tmp_path / "run").exists()
+
+
+# ---- threads ------------------------------------------------------------------------------------------------------
+def test_threads_follow_the_work_and_never_exceed_what_the_process_has():
+    assert choose_threads(32, 8, 16, available=2) == 1  # the tiny preset: measured no gain from a second thread
+    assert choose_threads(64, 16, 32, available=2) == 2  # the standard size: ~1.8x from two
+    assert choose_threads(64, 16, 32, available=1) == 1  # a bench cell's or a spawned rank's share
+    assert choose_threads(8, 4, 8, available=16) == 1
+    standard = SearchConfig(batch_size=64, init_channels=16, nproc=1)
+    assert threads_for(standard, 32, available=2) == 2
+    assert threads_for(SearchConfig(batch_size=64, init_channels=16, nproc=8), 32, available=2) == 1  # 8 a rank
+    assert threads_for(SearchConfig(threads=3), 32, available=2) == 3  # the field overrides
+    assert threads_for(SearchConfig(threads=0), 32, available=2) == threads_for(standard, 32, available=2)
+
+
+def test_the_threads_field_sets_the_sessions_count_and_environment_records_it(tmp_path):
+    try:
+        Search(tiny_config(threads=2), tmp_path / "run", progress=False)
+        assert torch.get_num_threads() == 2
+        assert json.loads((tmp_path / "run" / "environment.json").read_text())["threads"] == 2
+        torch.set_num_threads(2)
+        Search(tiny_config(), None, progress=False)  # tiny work, auto: one thread, whatever the process had
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_importing_robustdarts_makes_openmp_wait_passively_unless_the_user_chose():
+    import subprocess
+    import sys
+
+    code = "import os, robustdarts; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    for given, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
+        run_env = env if given is None else {**env, "OMP_WAIT_POLICY": given}
+        done = subprocess.run([sys.executable, "-c", code], env=run_env, capture_output=True, text=True, check=True)
+        assert done.stdout.strip() == expected

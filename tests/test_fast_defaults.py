@@ -9,9 +9,7 @@ patched machine memory between them), and the thread counts of the two measured 
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import io
 import json
 import os
 from pathlib import Path
@@ -20,9 +18,8 @@ import pytest
 import torch
 import yaml
 
-from conftest import tiny_config
+from conftest import invoke, tiny_config
 from robustdarts import memory
-from robustdarts.cli import run_cli
 from robustdarts.config import SearchConfig, build
 from robustdarts.memory import search_estimate
 from robustdarts.search.loop import Search
@@ -30,18 +27,6 @@ from robustdarts.speed import REFERENCE_ORDER, choose_threads, resolve_layout, t
 
 TINY = ["--dataset", "synthetic", "--layers", "3", "--channels", "4", "--batch-size", "8", "--epochs", "1",
         "--set", "image_size=8", "--set", "limit_images=32", "--set", "leakage_every=0", "--no-progress"]
-
-
-def invoke(args, cwd: Path) -> tuple[int, str]:
-    out = io.StringIO()
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            code = run_cli([str(a) for a in args])
-    finally:
-        os.chdir(old)
-    return code, out.getvalue()
 
 
 def recorded(run: Path) -> dict:

@@ -174,6 +174,12 @@ def check_train_floor(cfg, kind: str, limit: tuple[int, str] | None = None) -> E
     info = dataset_info(cfg.dataset)
     size = cfg.image_size or info.size
     est = network_floor(kind, cfg.init_channels, cfg.layers, cfg.batch_size, size, info.channels, cfg.macro)
+    return _check_training(cfg, est, info, size, limit)
+
+
+def _check_training(cfg, est: Estimate, info, size: int, limit: tuple[int, str] | None = None) -> Estimate:
+    """``est`` (a training network) with the training and test images held as uint8, checked against the machine
+    (or ``limit``)."""
     images = (cfg.limit_images or info.train_size) + (cfg.limit_test or info.test_size)
     est = Estimate(est.what, est.params, est.weight_bytes, est.activation_bytes,
                    data_bytes(images, info.channels, size, cfg.dataset == "synthetic"))
@@ -314,7 +320,4 @@ def check_train(cfg, genotype) -> Estimate:
     info = dataset_info(cfg.dataset)
     size = cfg.image_size or info.size
     est = network_estimate(genotype, cfg.init_channels, cfg.layers, cfg.batch_size, size, info.channels, cfg.macro)
-    images = (cfg.limit_images or info.train_size) + (cfg.limit_test or info.test_size)
-    est = Estimate(est.what, est.params, est.weight_bytes, est.activation_bytes,
-                   data_bytes(images, info.channels, size, cfg.dataset == "synthetic"))
-    return check_fits(est, cfg.device, "lower init_channels, layers, image_size, batch_size or limit_images")
+    return _check_training(cfg, est, info, size)

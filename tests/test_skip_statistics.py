@@ -1,7 +1,7 @@
 """The zero-weight skip changes nothing but time (issue 25, fidelity 1).
 
-The truth is the supernet with the skip off: every op computed as 0·op(x), as every reference computes it (the
-SmoothDARTS, SP-DARTS and DARTS code). A skipped op still moves its BN running statistics in training passes and
+The truth is the supernet with the skip off: every op computed as 0·op(x), as the references compute it (the
+SmoothDARTS, SP-DARTS and DARTS code) — except GDAS', which runs only the sampled op (and so does ours, skip or not). A skipped op still moves its BN running statistics in training passes and
 still draws its random numbers, so the eval-mode passes during a search — SDARTS-ADV's PGD attack at every step,
 the epoch-end supernet validation — read what they would read with every op computed.
 """
@@ -55,13 +55,30 @@ def test_sdarts_adv_takes_the_same_steps_with_and_without_the_skip():
     assert count_op_calls(skipping.supernet, step, statistics=True) > 0
 
 
-def test_gdas_on_s4_validates_and_draws_noise_the_same_with_and_without_the_skip():
-    """GDAS' weight steps compute only the sampled op; its epoch-end validation (eval mode, the argmax one-hot)
-    reads statistics of ops that recent steps did not sample, and S4's skipped ``noise`` ops would draw nothing,
-    shifting every later draw. α, genotype, validation metrics and every buffer as with every op computed."""
+def test_gdas_computes_only_the_sampled_op_as_its_reference_with_and_without_the_skip():
+    """GDAS' reference (AutoDL / LHD: ``hardwts[i] * op(x) if i == index else hardwts[i]``) runs only the sampled op
+    of an edge, so an unsampled op's BN statistics stay where they were and an unsampled ``noise`` op draws nothing.
+    Here too, whether the skip is on or off (for GDAS the skip is the algorithm): the same α, genotype, validation
+    metrics and buffers either way, no side-effect forward ever, and after one weight step exactly the sampled ops'
+    statistics have moved."""
     skipping, on = _search("gdas", "s4", True, epochs=2)
     computing, off = _search("gdas", "s4", False, epochs=2)
     _assert_same_search(skipping, computing, (on, off))
+    x, y = next(skipping.train_stream)
+    ctx = skipping.context()
+    weights = skipping.relaxed(ctx, "weight")
+    before = {k: v.clone() for k, v in skipping.supernet.state_dict().items() if "running_mean" in k}
+    skipping.supernet.train()
+    assert count_op_calls(skipping.supernet, lambda: skipping.supernet(x, weights), statistics=True) == 0
+    after = skipping.supernet.state_dict()
+    for cell in skipping.supernet.cells:
+        w = weights["reduce" if cell.reduction else "normal"]
+        for e, edge in enumerate(cell.edges):
+            for slot, op in zip(edge.slots, edge.ops):
+                names = [n for n, _ in op.named_buffers() if n.endswith("running_mean")]
+                prefix = next(k for k, m in skipping.supernet.named_modules() if m is op)
+                moved = any(not torch.equal(before[f"{prefix}.{n}"], after[f"{prefix}.{n}"]) for n in names)
+                assert moved == (bool(names) and float(w[e, slot]) != 0.0), (prefix, float(w[e, slot]))
 
 
 def test_a_skipped_op_moves_its_statistics_only_in_training_passes():

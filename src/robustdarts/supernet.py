@@ -16,7 +16,8 @@ Two things keep a step cheap on a memory-bound CPU (docs/design.md, "What limits
   forward without autograd, so that its statistics move as computing it would move them. They are read in eval
   mode during the search — by SDARTS-ADV's attack at every step, by the epoch-end supernet validation — and stale
   ones changed SDARTS-ADV's α and genotype (``_keep_current``; tests/test_skip_statistics.py). ``skip_zero_ops=False``
-  computes every op (no host sync at all).
+  computes every op (no host sync at all). A method whose reference runs only the sampled op (GDAS) turns the
+  side-effect forward off (``keep_skipped_current(False)``) and always skips: there the skip is the algorithm.
 
 ``Supernet.configure`` switches how, not what, it computes (config fields of the same names; same logits and
 gradients to float tolerance, tests/test_speed_options.py; measured in benchmarks/supernet_step.py): NHWC memory
@@ -87,6 +88,7 @@ class MixedEdge(nn.Module):
         self.extra = options.extra(C, stride) if options.extra is not None else None
 
     mix_in_bn = False  # Supernet.configure(mix_in_bn=True): each op's mixing weight folded into its final BN
+    keep_current = True  # Supernet.keep_skipped_current: a skipped op still moves its statistics (_keep_current)
 
     def forward(self, x, x_relu, w, active, extra_scale: float = 0.0, extra_weight=None, pools: dict | None = None):
         """Σ_o w[o]·op_o(x) over the ops with ``active[o]`` (+ the bypass of partial channels, + the extra op at
@@ -101,7 +103,7 @@ class MixedEdge(nn.Module):
         training = None  # whether this is a training pass: asked only once an op is skipped (see _keep_current)
         for slot, op in zip(self.slots, self.ops):
             if not active[slot]:
-                effect = self.side_effects[slot]
+                effect = self.side_effects[slot] if self.keep_current else None
                 if effect is not None and training is None:
                     training = self.training and torch.is_grad_enabled()
                 if (effect == "random" or (effect == "statistics" and training)) and not _under_torch_func():
@@ -466,6 +468,14 @@ class Supernet(nn.Module):
     recompute = "none"  # none | edge | cell
     channels_last = False
     compiled = "off"  # off | ops
+
+    def keep_skipped_current(self, keep: bool = True) -> None:
+        """Whether a skipped zero-weight op still runs its forward for its side effects (BN statistics, random
+        draws; ``_keep_current``): True where the method's reference computes such ops as 0·op(x), False where it
+        runs only the sampled op (GDAS; the recipe's ``computes_zero_ops``)."""
+        for edge in self.modules():
+            if isinstance(edge, MixedEdge):
+                edge.keep_current = keep
 
     def configure(self, recompute: str = "none", channels_last: bool = False, compile: str = "off",
                   mix_in_bn: bool = False, share_pools: bool = False) -> list[str]:

@@ -67,17 +67,19 @@ class Gdas(_Sampling):
     edge (node-joint, one (input, op) pair per node, in LHD; the LHD sum output too), straight-through, τ linear
     from 10 to 0.1 over the run.
 
-    Unsampled ops get weight exactly 0.0 with no gradient path, so the weight step skips them; as for every method,
-    a skipped op still runs a forward without autograd that moves its BN running statistics (supernet
-    ``_keep_current``), so that nothing depends on the skip. The reference runs the sampled op only, so its unsampled
-    ops' statistics stay where they were: a deliberate difference, read only by the eval-mode supernet validation
-    (``val_loss``/``val_acc``), never by α or the genotype. Fixed on purpose:
+    Unsampled ops get weight exactly 0.0 with no gradient path, and are never computed (``computes_zero_ops``
+    False): as in the reference, which runs the sampled op only, their BN statistics stay where they were and S4's
+    unsampled ``noise`` ops draw nothing — whether or not the supernet's zero-weight skip is on (for the other
+    methods a skipped op runs a forward without autograd that moves its statistics, as their references compute
+    0·op(x)). Those statistics are read only by the eval-mode supernet validation (``val_loss``/``val_acc``),
+    never by α or the genotype. Fixed on purpose:
     the reference adds the zero-valued weights of unsampled edges as scalars to the node sum, which injects a
     spurious arch gradient (spec L §8 item 8; ``relax.gumbel_hard``). The supernet is validated with the argmax
     one-hot of α (the mode of the sampler); the genotype reads softmax(α) at τ = 1, as LHD's dump.
     """
 
     Options = GdasOptions
+    computes_zero_ops = False
 
     def __init__(self, cfg, space):
         super().__init__(cfg, space)

@@ -114,6 +114,10 @@ class Recipe:
     cutout_rule: ClassVar[str] = "always"  # the DARTS code applies search cutout, when asked for, to every batch
     trains_weights: ClassVar[bool] = True
     edge_betas: ClassVar[bool] = False  # per-edge logits in ArchParams (PC-DARTS' edge normalization)
+    # Whether the reference computes an op whose mixing weight is 0 (as 0·op(x): DARTS and every dense or sparse
+    # mixture), so that its BN statistics move and its random draws happen; False where it runs only the sampled op
+    # (GDAS). The supernet's zero-weight skip follows it (supernet._keep_current), so the skip changes only time.
+    computes_zero_ops: ClassVar[bool] = True
     rollback_depth: ClassVar[int] = 0  # per-epoch checkpoints a recipe may roll back to (needs a run directory)
     # An un-weighted extra op on every mixed edge (DARTS-'s auxiliary skip): (C, stride) -> module, or None.
     edge_extra: ClassVar[Callable[[int, int], nn.Module] | None] = None

@@ -112,7 +112,9 @@ class Search:
                                  edge_extra=self.recipe.edge_extra, partial_channels=cfg.partial_channels
                                  ).to(self.device)
         # How, not what, the supernet computes (config: skip_zero_ops, recompute, channels_last, compile, ...).
-        self.supernet.skip_zero_ops = cfg.skip_zero_ops
+        # A method whose reference computes only the sampled op (GDAS) never computes the others, skip or not.
+        self.supernet.skip_zero_ops = cfg.skip_zero_ops or not self.recipe.computes_zero_ops
+        self.supernet.keep_skipped_current(self.recipe.computes_zero_ops)
         for note in self.supernet.configure(cfg.recompute, cfg.channels_last, cfg.compile, cfg.mix_in_bn,
                                             cfg.share_pools):
             if console is not None and self.shard.writes:

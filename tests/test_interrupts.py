@@ -100,7 +100,7 @@ def test_ctrl_c_of_a_grid_starts_no_new_cell_exits_130_with_the_command_and_the_
 
 
 # ---- a 2-process search: the launcher killed, one rank killed ------------------------------------------------------
-def _ddp_search(out: Path, tmp: Path, background: bool = False) -> subprocess.Popen:
+def _ddp_search(out: Path, tmp: Path, background: bool = False, session: bool = False) -> subprocess.Popen:
     """A 2-process search of 50 tiny epochs (killed long before its end); ``background``: started as a shell's
     ``&`` job is, with SIGINT ignored, which its ranks inherit (torch's own death signal for ranks is SIGINT)."""
     args = [sys.executable, "-m", "robustdarts", "search", "--space", "s3", "--dataset", "synthetic", "--nproc", "2",
@@ -108,7 +108,7 @@ def _ddp_search(out: Path, tmp: Path, background: bool = False) -> subprocess.Po
     args += [a for k, v in {**SIZES, "epochs": 50}.items() for a in ("--set", f"{k}={v}")]
     ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if background else None
     return subprocess.Popen(args, env=_env(TMPDIR=str(tmp)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=ignore)
+                            text=True, preexec_fn=ignore, start_new_session=session)
 
 
 def _ranks(launcher: subprocess.Popen) -> list[int]:
@@ -163,11 +163,7 @@ def test_ctrl_c_of_a_two_process_search_exits_130_with_the_resume_command(tmp_pa
     rank 0 does), yet it says how to continue the run."""
     out, tmp = tmp_path / "run", tmp_path / "tmp"
     tmp.mkdir()
-    args = [sys.executable, "-m", "robustdarts", "search", "--space", "s3", "--dataset", "synthetic", "--nproc", "2",
-            "--out", str(out), "--no-progress"]
-    args += [a for k, v in {**SIZES, "epochs": 50}.items() for a in ("--set", f"{k}={v}")]
-    launcher = subprocess.Popen(args, env=_env(TMPDIR=str(tmp)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, start_new_session=True)
+    launcher = _ddp_search(out, tmp, session=True)  # its own process group, as a terminal's foreground job
     try:
         _wait_for(lambda: (out / "checkpoint.pt").exists() or launcher.poll() is not None, 300, "the first epoch")
         assert launcher.poll() is None, launcher.communicate()

@@ -174,6 +174,13 @@ def test_bad_in_memory_data_is_one_sentence_and_writes_nothing(tmp_path, data, f
     assert list(tmp_path.iterdir()) == []
 
 
+def test_in_memory_data_with_several_processes_is_refused_in_one_sentence(tmp_path):
+    """Spawned ranks receive the config, not the arrays: refused before anything starts or is written."""
+    with pytest.raises(RobustDartsError, match="cannot reach the processes nproc spawns"):
+        robustdarts.search(space="s3", dataset=arrays(12), out=tmp_path / "run", nproc=2, **TINY)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_dataset_items_must_be_pairs_of_images_and_integer_labels():
     class Broken(torch.utils.data.Dataset):
         def __init__(self, item):

@@ -89,3 +89,15 @@ def test_darts_pt_refuses_what_it_cannot_do(tmp_path):
     Search(tiny_config("darts", "s3", epochs=1), s3, progress=False).run()
     result = CliRunner().invoke(app, ["derive", str(s3), "--tune-epochs", "2"])
     assert result.exit_code != 0
+
+
+def test_darts_pt_refuses_an_lhd_run_before_loading_it(search_runs):
+    """One sentence, read from config.yaml alone: nothing in the run changes (no lock, no truncated metrics)."""
+    from robustdarts.errors import RobustDartsError
+    from robustdarts.search.darts_pt import darts_pt
+
+    run = search_runs["lhd"]
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(RobustDartsError, match="--policy lhd"):
+        darts_pt(run)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before

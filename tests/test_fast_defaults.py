@@ -23,6 +23,7 @@ from robustdarts import memory
 from robustdarts.config import SearchConfig, build
 from robustdarts.memory import search_estimate
 from robustdarts.search.loop import Search
+from robustdarts import speed
 from robustdarts.speed import REFERENCE_ORDER, choose_threads, resolve_layout, threads_for
 
 TINY = ["--dataset", "synthetic", "--layers", "3", "--channels", "4", "--batch-size", "8", "--epochs", "1",
@@ -189,3 +190,17 @@ def test_importing_robustdarts_makes_openmp_wait_passively_unless_the_user_chose
         run_env = env if given is None else {**env, "OMP_WAIT_POLICY": given}
         done = subprocess.run([sys.executable, "-c", code], env=run_env, capture_output=True, text=True, check=True)
         assert done.stdout.strip() == expected
+
+
+def test_a_small_search_does_not_lower_the_threads_a_later_search_is_given(monkeypatch):
+    """The tiny search runs on one thread; a standard-size search after it in the same process (the Python API)
+    still gets the threads the process was given, not the one the tiny search left set."""
+    monkeypatch.setattr(speed, "_GIVEN", [])
+    torch.set_num_threads(2)
+    try:
+        Search(tiny_config(), None, progress=False)
+        assert torch.get_num_threads() == 1  # tiny work: one thread
+        standard = SearchConfig(batch_size=64, init_channels=16)
+        assert threads_for(standard, 32, speed.given_threads()) == 2
+    finally:
+        torch.set_num_threads(1)

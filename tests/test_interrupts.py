@@ -120,7 +120,7 @@ def _ranks(launcher: subprocess.Popen) -> list[int]:
 def test_ranks_die_with_a_killed_launcher_and_leave_no_temp_folder(tmp_path):
     out, tmp = tmp_path / "run", tmp_path / "tmp"
     tmp.mkdir()
-    launcher = _ddp_search(out, tmp, background=True)
+    launcher, ranks = _ddp_search(out, tmp, background=True), []
     try:
         _wait_for(lambda: (out / "checkpoint.pt").exists() or launcher.poll() is not None, 300, "the first epoch")
         assert launcher.poll() is None, launcher.communicate()
@@ -129,9 +129,10 @@ def test_ranks_die_with_a_killed_launcher_and_leave_no_temp_folder(tmp_path):
         launcher.kill()  # SIGKILL: the launcher runs no cleanup of its own
         launcher.wait(timeout=30)
         _wait_for(lambda: not any(_alive(pid) for pid in ranks), 10, "the ranks to die with their launcher")
-    finally:
-        for pid in _children(launcher.pid) if launcher.poll() is None else []:
-            os.kill(pid, signal.SIGKILL)
+    finally:  # ranks that outlived their launcher (the failure looked for) must not go on searching
+        for pid in set(ranks) | set(_children(launcher.pid) if launcher.poll() is None else []):
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
         if launcher.poll() is None:
             launcher.kill()
     assert not list(tmp.glob("robustdarts-ranks-*")) and not list(tmp.glob("pytorch-errorfile-*"))

@@ -237,6 +237,12 @@ def truncated(root: Path) -> Path:
     return bad
 
 
+def dangling_link(root: Path) -> Path:
+    good_folder(root)
+    (root / "train" / "b" / "gone.png").symlink_to(root / "nowhere.png")
+    return root / "train" / "b"  # the sentence names the link inside it (resolving the link would follow it)
+
+
 def one_class(root: Path) -> Path:
     good_folder(root, classes=("only",))
     return root
@@ -300,6 +306,7 @@ def npz_case(**change):
 BAD = [
     ("corrupt-png", "folder", corrupt, ["cannot be decoded", "skip_bad_images=true"]),
     ("truncated-png", "folder", truncated, ["cannot be decoded"]),
+    ("dangling-link", "folder", dangling_link, ["cannot read image", "gone.png"]),
     ("one-class", "folder", one_class, ["1 class folder", "at least two"]),
     ("empty-class-folder", "folder", empty_class, ["holds no images"]),
     ("no-images", "folder", no_images, ["holds no class folders"]),

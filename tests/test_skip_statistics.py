@@ -59,11 +59,12 @@ def test_gdas_computes_only_the_sampled_op_as_its_reference_with_and_without_the
     """GDAS' reference (AutoDL / LHD: ``hardwts[i] * op(x) if i == index else hardwts[i]``) runs only the sampled op
     of an edge, so an unsampled op's BN statistics stay where they were and an unsampled ``noise`` op draws nothing.
     Here too, whether the skip is on or off (for GDAS the skip is the algorithm): the same α, genotype, validation
-    metrics and buffers either way, no side-effect forward ever, and after one weight step exactly the sampled ops'
-    statistics have moved."""
-    skipping, on = _search("gdas", "s4", True, epochs=2)
-    computing, off = _search("gdas", "s4", False, epochs=2)
-    _assert_same_search(skipping, computing, (on, off))
+    metrics and buffers either way — the search forces the skip on for it, so the same code runs: what is checked
+    is that it does, and that after one weight step exactly the sampled ops' statistics have moved and no
+    side-effect forward ran."""
+    skipping, _ = _search("gdas", "s4", False, epochs=1)  # asked not to skip: GDAS skips all the same
+    assert skipping.supernet.skip_zero_ops
+    assert not any(getattr(m, "keep_current", False) for m in skipping.supernet.modules())
     x, y = next(skipping.train_stream)
     ctx = skipping.context()
     weights = skipping.relaxed(ctx, "weight")

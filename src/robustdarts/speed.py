@@ -69,6 +69,18 @@ def choose_threads(batch: int, channels: int, side: int, available: int) -> int:
     return 1 if batch * channels * side * side < SMALL_WORK else available
 
 
+_GIVEN: list[int] = []  # the intra-op threads this process was given, read before a search first changes them
+
+
+def given_threads() -> int:
+    """The threads this process was given (all cores, a bench cell's share, a spawned rank's share), read on first
+    use: a later search must not take the one thread an earlier small one chose as what the process has."""
+    if not _GIVEN:
+        import torch
+        _GIVEN.append(torch.get_num_threads())
+    return _GIVEN[0]
+
+
 def threads_for(cfg, image_size: int, available: int) -> int:
     """The thread count of a session of ``cfg``: its ``threads`` field when set (a positive number), else chosen
     from the work's size (``choose_threads``); on a GPU the host threads are left as they are."""

@@ -275,7 +275,7 @@ def _run_ray(todo, out: Path, workers: int, threads: int, address: str | None, r
                     results[cell.cell_id] = ray.get(ref)
                 except ray.exceptions.RayError as e:  # the task's process died: record it, go on
                     reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-                    with Store(out) as store:
+                    with Store(out, scan=False) as store:
                         store.finish_cell(cell.cell_id, "failed", f"the Ray task died ({reason}); rerun with "
                                                                   f"--retry-failed.", units_of(cell))
                     results[cell.cell_id] = "failed"

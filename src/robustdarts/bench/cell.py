@@ -42,7 +42,7 @@ def run_cell_task(cell: dict, out: str, threads: int | None = None, retry_failed
         except RobustDartsError:
             log_dir = Path(out)
         try:
-            with Store(Path(out)) as store:
+            with Store(Path(out), scan=False) as store:
                 store.finish_cell(spec.cell_id, "failed", _reason(e, log_dir), units=units_of(spec))
         except Exception:  # noqa: BLE001 - nothing more can be recorded; the driver counts it failed
             pass
@@ -62,7 +62,7 @@ def execute_cell(cell: Cell, out: Path, threads: int | None = None, retry_failed
     with _cell_lock(out, cell.cell_id) as held:
         if not held:
             return "busy"
-        with Store(out) as store:
+        with Store(out, scan=False) as store:  # the driver's check_out read it whole
             if not store.still_planned(cell.cell_id, units):
                 return "replaced"
             finished = store.cell_status().get(cell.cell_id)
@@ -92,7 +92,7 @@ def _execute(cell: Cell, out: Path, store: Store, units: dict[str, str], retry_f
         _release(run_dir)
         return "failed"
     failed = []
-    done_rows = {r["condition"]: r for r in store.rows(planned=False) if r["cell_id"] == cell.cell_id}
+    done_rows = {r["condition"]: r for r in store.rows(planned=False, cell_id=cell.cell_id)}
     trained: dict[str, dict] = {}  # (genotype, training) -> its numbers: identical trainings run once
     for row in done_rows.values():
         if row["status"] == "done" and row["train_dir"] and row["train_config"] is not None:

@@ -418,17 +418,9 @@ def plot_paths(out: Path) -> dict[str, Path]:
     return {name: out.with_name(f"{out.stem}-{name}.png") for name in PLOTS}
 
 
-def render(store: Store, fmt: str = "md", out: Path | None = None) -> str:
-    """The report in ``fmt``; with ``out``, Markdown also writes its plots beside the file (``<stem>-<plot>.png``)
-    and links them. HTML embeds them."""
-    text, files = _render(store, fmt, out)
-    for path, data in files.items():
-        atomic_write(path, lambda f: f.write(data))
-    return text
-
-
-def _render(store: Store, fmt: str, out: Path | None) -> tuple[str, dict[Path, bytes]]:
-    """The report's text and the files beside it (Markdown's plots), nothing written yet."""
+def render(store: Store, fmt: str = "md", out: Path | None = None) -> tuple[str, dict[Path, bytes]]:
+    """The report's text in ``fmt`` and the files beside it (Markdown's plots, ``<stem>-<plot>.png`` beside
+    ``out``, linked; HTML embeds them), nothing written yet: ``write`` checks the paths and writes them."""
     if fmt not in FORMATS:
         raise unknown("report format", fmt, FORMATS)
     report = build(store)
@@ -505,7 +497,7 @@ def write(store: Store, fmt: str, out: Path | None) -> str:
         check_output_file(out, "--out")
         for path in plot_paths(out).values() if fmt == "md" else ():
             check_output_file(path, "the report's plot file")
-    text, files = _render(store, fmt, out)
+    text, files = render(store, fmt, out)
     if out is not None:
         for path, data in files.items():
             atomic_write(path, lambda f: f.write(data))

@@ -171,9 +171,11 @@ def inside(out: str | Path, relative: str | Path, what: str) -> Path:
 class Store:
     """``DIR/results.sqlite``. ``Store(dir, create=True)`` makes it; otherwise it must exist. Opening checks the
     whole store (tables, meta, every row) so that a damaged one is refused in one sentence before anything reads or
-    writes it."""
+    writes it; ``scan=False`` (a cell's worker, which the driver's ``check_out`` preceded) checks the tables and
+    meta only — every row it reads is still checked as it is read — so that a grid of N cells costs N small reads,
+    not N scans of the whole store."""
 
-    def __init__(self, directory: str | Path, create: bool = False):
+    def __init__(self, directory: str | Path, create: bool = False, scan: bool = True):
         self.dir = Path(directory)
         self.path = self.dir / FILENAME
         if self.path.is_symlink():
@@ -188,12 +190,12 @@ class Store:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._conn = None
         try:
-            self._open(create)
+            self._open(create, scan)
         except BaseException:
             self.close()
             raise
 
-    def _open(self, create: bool) -> None:
+    def _open(self, create: bool, scan: bool = True) -> None:
         try:
             self._conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
             self._conn.row_factory = sqlite3.Row
@@ -216,7 +218,7 @@ class Store:
                         db.execute(statement)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        self._check()
+        self._check(scan)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -286,9 +288,9 @@ class Store:
             out.append(row)
         return out
 
-    def _check(self) -> None:
+    def _check(self, scan: bool = True) -> None:
         """The whole store read once through the reader: its tables and views with their columns, the meta
-        entries the commands read, the plan, every cell and result row."""
+        entries the commands read, the plan, and (``scan``) every cell and result row."""
         found = {(r["name"], r["type"]) for r in self._query("SELECT name, type FROM sqlite_master")}
         for name, (kind, columns) in _TABLES.items():
             if (name, kind) not in found:
@@ -300,8 +302,9 @@ class Store:
         for key in ("grid", "environment"):
             self.meta(key)
         self.plan()
-        self._select("SELECT * FROM cells")
-        self._select("SELECT * FROM results")
+        if scan:
+            self._select("SELECT * FROM cells")
+            self._select("SELECT * FROM results")
 
     # ---- meta ---------------------------------------------------------------------------------------------------
     def set_meta(self, key: str, value: Any) -> None:
@@ -470,11 +473,12 @@ class Store:
         order = {cell: i for i, (cell, _) in enumerate(self.plan())}
         return sorted((r for r in rows if r["cell_id"] in order), key=lambda r: order[r["cell_id"]])
 
-    def rows(self, planned: bool = True) -> list[dict]:
+    def rows(self, planned: bool = True, cell_id: str | None = None) -> list[dict]:
         """One row per cell and condition (the ``rows`` view, JSON columns decoded), in plan order; a cell whose
-        runner died reads as 'interrupted', and so do its running conditions."""
+        runner died reads as 'interrupted', and so do its running conditions. ``cell_id``: that cell's rows only."""
         stopped = self.interrupted()
-        rows = self._select("SELECT * FROM rows ORDER BY position, condition")
+        where, params = ("WHERE cell_id = ? ", (cell_id,)) if cell_id is not None else ("", ())
+        rows = self._select(f"SELECT * FROM rows {where}ORDER BY position, condition", params)
         for r in rows:
             if r["cell_id"] in stopped:
                 r["search_status"] = "interrupted"

@@ -310,7 +310,11 @@ def _classes(folder: Path, ignored: Counter, stats: list, root: Path) -> dict[st
                         ignored[os.path.splitext(f)[1].lower() or "no suffix"] += 1
                     else:
                         full = f"{dirpath}/{f}"
-                        st = os.stat(full)
+                        try:
+                            st = os.stat(full)
+                        except OSError as e:  # a dangling link, a file gone while listing
+                            raise RobustDartsError(f"cannot read image {full} ({e.strerror}); remove it or restore "
+                                                   f"it.") from None
                         rel = full[skip:]
                         images.append(rel)
                         stats.append((rel, st.st_size, st.st_mtime_ns))

@@ -31,12 +31,14 @@ from typing import Callable
 
 import torch
 
+from ..config import SearchConfig
 from ..data import BatchStream
 from ..discretize import derive
 from ..errors import RobustDartsError
 from ..preserve import preserved
 from ..relax import detached
 from ..runs import RunDir, atomic_write_text
+from ..spaces import get_space
 
 Weights = dict[str, torch.Tensor]
 
@@ -106,11 +108,9 @@ def select(space, projection: Projection, current: Callable[[], Weights], measur
     eliminated stay live in every measurement (the reference zeroes them only once the node's two edges are chosen).
     Each event draws its edge, or node, uniformly among the undecided ones, as ``np.random.choice`` there does."""
     decisions: list[dict] = []
-    events = ["op"] * space.num_edges
-    choice_nodes = [n for n in range(space.steps) if len(space.node_edges(n)) > space.keep]  # keep: 2 in DARTS
-    if space.kind == "darts":
-        events += ["edge"] * len(choice_nodes)
-    total = len(events) * len(space.cell_types)
+    choice_nodes = _choice_nodes(space)
+    events = ["op"] * space.num_edges + ["edge"] * len(choice_nodes)
+    total = decision_count(space)
     undecided_nodes = {c: list(choice_nodes) for c in space.cell_types}
     for index, kind in enumerate(events):
         for cell in space.cell_types:
@@ -150,12 +150,18 @@ def select(space, projection: Projection, current: Callable[[], Weights], measur
     return decisions
 
 
+def _choice_nodes(space) -> list[int]:
+    """The nodes with a topology decision: on the DARTS kind, those with more inputs than the space keeps (two in
+    DARTS); none on NAS-Bench-201."""
+    if space.kind != "darts":
+        return []
+    return [n for n in range(space.steps) if len(space.node_edges(n)) > space.keep]
+
+
 def decision_count(space) -> int:
-    """How many decisions ``select`` makes on ``space``: one per edge and, on the DARTS kind, one per node with more
-    than two inputs, for each cell type (34 on the DARTS space, 12 on NAS-Bench-201)."""
-    nodes = sum(1 for n in range(space.steps) if len(space.node_edges(n)) > space.keep) if space.kind == "darts" \
-        else 0
-    return (space.num_edges + nodes) * len(space.cell_types)
+    """How many decisions ``select`` makes on ``space``: one per edge and one per node with a topology decision,
+    for each cell type (34 on the DARTS space, 12 on NAS-Bench-201)."""
+    return (space.num_edges + len(_choice_nodes(space))) * len(space.cell_types)
 
 
 def darts_pt(run_dir: str | Path, *, tune_epochs: int = 5, val_images: int | None = None, seed: int | None = None,
@@ -179,11 +185,12 @@ def darts_pt(run_dir: str | Path, *, tune_epochs: int = 5, val_images: int | Non
     run = RunDir(run_dir)
     if not run.checkpoint_path.exists():
         raise RobustDartsError(f"{run_dir} has no checkpoint; DARTS-PT needs the trained supernet of a search run.")
+    kind = get_space(run.load_config(SearchConfig).space).kind  # before loading data and the supernet
+    if kind not in ("darts", "nb201"):
+        raise RobustDartsError(f"DARTS-PT selects on the DARTS-kind spaces and NAS-Bench-201, not on a {kind!r} "
+                               f"space; use --policy lhd there.")
     search = Search.resume(run_dir, progress=False)
     space, cfg = search.space, search.cfg
-    if space.kind not in ("darts", "nb201"):
-        raise RobustDartsError(f"DARTS-PT selects on the DARTS-kind spaces and NAS-Bench-201, not on {space.name!r}; "
-                               f"use --policy lhd there.")
     trained_epoch = search.epoch - 1  # the epoch whose supernet is selected on
     search.run_dir = None  # fine-tuning writes nothing into the run
     projection = Projection.empty(space)
@@ -211,12 +218,12 @@ def darts_pt(run_dir: str | Path, *, tune_epochs: int = 5, val_images: int | Non
         # reads them, since every measurement and every tuning step normalizes with batch statistics.
         with preserved(search.supernet, device=search.device):
             search.supernet.train()
-            correct = seen = 0
+            correct, seen = torch.zeros((), dtype=torch.long, device=search.device), 0
             for _ in range(stream.steps_per_epoch):
                 x, y = next(stream)
-                correct += int((search.supernet(x, weights).argmax(1) == y).sum())
+                correct += (search.supernet(x, weights).argmax(1) == y).sum()  # summed on the device: one sync
                 seen += len(y)
-        return correct / seen
+        return int(correct) / seen
 
     def current() -> Weights:
         with torch.no_grad():

@@ -12,6 +12,7 @@ import torch
 
 from ..distributed import Shard, backend_for, check_world, init_from_env, under_torchrun
 from ..errors import RobustDartsError
+from ..speed import given_threads
 from .loop import Search
 
 
@@ -73,7 +74,7 @@ class SpawnedSearch:
         if not self.resuming:
             self.run_dir.check_new()  # here, before N processes load data
             self.run_dir.record_space(cfg.space)  # a user's space: the spawned ranks read it from here
-        self.threads = threads or max(1, torch.get_num_threads() // cfg.nproc)
+        self.threads = threads or max(1, given_threads() // cfg.nproc)
         self.epoch, self.num_weight_parameters = 0, 0
 
     def run(self):

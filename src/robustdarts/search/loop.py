@@ -32,7 +32,7 @@ from ..runs import RunDir, atomic_write_text
 from ..schedules import cosine_lr
 from ..spaces import get_space
 from ..memory import choose_recompute
-from ..speed import resolve_layout, threads_for
+from ..speed import given_threads, resolve_layout, threads_for
 from ..supernet import Supernet, count_parameters
 from . import architect
 
@@ -99,7 +99,7 @@ class Search:
         self.augment = scaled_augment(data.mean, data.std, data.size, cfg.augment, cfg.cutout)
         # Threads from the work's size (speed.py): one for tiny tensors, which a second thread does not speed up
         # and a busy core stalls; set before environment.json records the count.
-        self.threads = threads_for(cfg, data.size, torch.get_num_threads())
+        self.threads = threads_for(cfg, data.size, given_threads())
         torch.set_num_threads(self.threads)
         # Single-level methods of LHD (SurgeNAS, GAEA ERM) train the weights on the whole training set; the val
         # half still scores the supernet each epoch (then not held out: its metrics say so by the config).

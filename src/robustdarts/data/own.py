@@ -20,6 +20,7 @@ what it read, so the several look-ups of one run (memory check, info, splits) de
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -358,24 +359,26 @@ def _decode_all(paths: list[str], label: str) -> list[np.ndarray | str]:
     in this process for small ones; a progress bar on a terminal for very large ones."""
     import multiprocessing
 
-    workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 32)
-    can_fork = "fork" in multiprocessing.get_all_start_methods() and sys.platform.startswith("linux")
-    if len(paths) < PARALLEL_FROM or workers < 2 or not can_fork:
-        return _decode_chunk(paths)
     from concurrent.futures import ProcessPoolExecutor
 
     from rich.console import Console
     from rich.progress import Progress
 
+    workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 32)
+    can_fork = "fork" in multiprocessing.get_all_start_methods() and sys.platform.startswith("linux")
+    parallel = len(paths) >= PARALLEL_FROM and workers >= 2 and can_fork
     size = max(64, min(1024, len(paths) // (8 * workers)))
     chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
     console = Console(stderr=True)
     results: list = []
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool, \
+    # One process (a small folder, or no fork: macOS, Windows, one core) decodes the same chunks in this process,
+    # under the same bar: a large folder is never minutes of silence.
+    with (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) if parallel
+          else contextlib.nullcontext()) as pool, \
             Progress(console=console, transient=True,
                      disable=len(paths) < PROGRESS_FROM or not console.is_terminal) as bar:
         task = bar.add_task(f"decoding {label}", total=len(paths))
-        for part in pool.map(_decode_chunk, chunks):
+        for part in (pool.map(_decode_chunk, chunks) if parallel else map(_decode_chunk, chunks)):
             results.extend(part)
             bar.advance(task, len(part))
     return results

@@ -133,6 +133,7 @@ def test_resume_under_other_numerics_warns_and_records_each_session(tmp_path, mo
     env_path.write_text(json.dumps(env))
     torch.set_num_threads(2)
     monkeypatch.setattr("robustdarts.speed.SMALL_WORK", 0)  # as if the work were large: the process's 2 threads
+    monkeypatch.setattr("robustdarts.speed._GIVEN", [2])  # as if the process had been given 2 (speed.given_threads)
     try:
         with pytest.warns(UserWarning, match=r"different numerics .*cpu_capability .*threads 1 → 2"):
             Search.resume(tmp_path / "cut", progress=False).run()

@@ -48,7 +48,8 @@ from robustdarts.speed import REFERENCE_ORDER  # noqa: E402
 TINY = dict(C=8, layers=5, batch=32, size=16)
 STANDARD = dict(C=16, layers=8, batch=64, size=32)
 ORDERS = ("first", "second")
-FIELDS = {"default": dict(channels_last="auto", mix_in_bn="auto", share_pools="auto", recompute="auto"),
+FIELDS = {"default": dict(channels_last="auto", mix_in_bn="auto", share_pools="auto", fast_depthwise="auto",
+                      recompute="auto"),
           "eager": {}, "nhwc": dict(channels_last=True), "fold": dict(mix_in_bn=True), "pools": dict(share_pools=True),
           "cell": dict(recompute="cell"), "edge": dict(recompute="edge"), "compile": dict(compile="ops"),
           "bf16": dict(amp="bf16")}

@@ -39,8 +39,10 @@ def test_a_default_cpu_search_records_its_resolved_settings(tmp_path):
     code, out = invoke(["search", *TINY, "--out", tmp_path / "run"], tmp_path)
     assert code == 0, out
     cfg = recorded(tmp_path / "run")
-    # On the CPU: NHWC, mix_in_bn and share_pools (first order), no recomputation where the memory suffices.
-    assert (cfg["channels_last"], cfg["mix_in_bn"], cfg["share_pools"], cfg["recompute"]) == (True, True, True, "none")
+    # On the CPU: NHWC, mix_in_bn (first order), share_pools and the direct depthwise gradients, no recomputation
+    # where the memory suffices.
+    assert (cfg["channels_last"], cfg["mix_in_bn"], cfg["share_pools"], cfg["fast_depthwise"], cfg["recompute"]) == \
+        (True, True, True, True, "none")
     assert cfg["threads"] == "auto"  # chosen per session; the count used is in environment.json
     assert json.loads((tmp_path / "run" / "environment.json").read_text())["threads"] == 1  # tiny work: one
     assert "note:" not in out
@@ -51,22 +53,24 @@ def test_explicit_settings_are_honoured(tmp_path):
                         "--set", "mix_in_bn=true"], tmp_path)
     assert code == 0, out
     cfg = recorded(tmp_path / "run")
-    # mix_in_bn as given; share_pools follows channels_last (auto), so the NCHW path without pools.
-    assert (cfg["channels_last"], cfg["share_pools"], cfg["mix_in_bn"]) == (False, False, True)
+    # mix_in_bn as given; share_pools and fast_depthwise follow channels_last (auto): the NCHW path without them.
+    assert (cfg["channels_last"], cfg["share_pools"], cfg["fast_depthwise"], cfg["mix_in_bn"]) == \
+        (False, False, False, True)
 
 
 @pytest.mark.parametrize("fields,expected", [
-    ({}, (True, True, True)),
-    (dict(arch_order="second"), (True, False, True)),  # the unrolled step measured faster without the fold
-    (dict(channels_last=False), (False, False, False)),  # the fold and pools were measured on NHWC only
-    (dict(compile="ops"), (False, False, False)),  # compiled whole ops: measured NCHW, and the two split ops
-    (dict(mix_in_bn=False), (True, False, True)),
-    (dict(device="meta"), (False, False, False)),  # not a CPU: nothing measured, the plain build
+    ({}, (True, True, True, True)),
+    (dict(arch_order="second"), (True, False, True, True)),  # the unrolled step measured faster without the fold
+    (dict(channels_last=False), (False, False, False, False)),  # fold, pools, depthwise rules: measured on NHWC
+    (dict(compile="ops"), (False, False, False, False)),  # compiled whole ops: measured NCHW, the two split ops
+    (dict(mix_in_bn=False), (True, False, True, True)),
+    (dict(fast_depthwise=False), (True, True, True, False)),
+    (dict(device="meta"), (False, False, False, False)),  # not a CPU: nothing measured, the plain build
 ])
 def test_layout_rule_per_device_and_case(fields, expected):
     cfg = SearchConfig(**fields)
     resolved = resolve_layout(cfg)
-    assert (resolved.channels_last, resolved.mix_in_bn, resolved.share_pools) == expected
+    assert (resolved.channels_last, resolved.mix_in_bn, resolved.share_pools, resolved.fast_depthwise) == expected
     assert resolve_layout(resolved) is resolved  # resolving twice changes nothing
 
 

@@ -77,8 +77,8 @@ class SearchConfig:
     amp: str = "off"  # off | bf16: autocast the supernet's forward to bfloat16 (loss, α, parameters stay float32)
     skip_zero_ops: bool = True  # ops whose mixing weight is exactly 0 are not computed (one host sync per α update)
     # "auto" (the defaults below) is chosen per device and per case by speed.py, the fastest measured setting, and
-    # recorded resolved in config.yaml, so a resumed run keeps its own settings. channels_last, mix_in_bn and
-    # share_pools all false (recompute none) is the original DARTS code's float order.
+    # recorded resolved in config.yaml, so a resumed run keeps its own settings. channels_last, mix_in_bn,
+    # share_pools and fast_depthwise all false (recompute none) is the original DARTS code's float order.
     # none | edge | cell: keep only the inputs of each mixed edge (or each cell) for backward and recompute the
     # rest there (torch.utils.checkpoint): far fewer bytes held, one more forward of those pieces; auto: none, or
     # the first level that fits the machine's memory (memory.choose_recompute, resolved where the search runs)
@@ -86,6 +86,8 @@ class SearchConfig:
     channels_last: bool | str = "auto"  # NHWC activations and conv weights (depthwise convs ~2x faster on this CPU)
     mix_in_bn: bool | str = "auto"  # each op's mixing weight as the affine scale of its final non-affine BN
     share_pools: bool | str = "auto"  # the edges leaving one state pool it once (each keeps its own BN)
+    # the depthwise convolutions' gradients as forward convolutions where the shape says that is faster (dwconv.py)
+    fast_depthwise: bool | str = "auto"
     # intra-op torch threads of this process; 0 or auto: chosen from the work's size each session (speed.py),
     # never more than the process has; the count used is recorded in environment.json
     threads: int | str = "auto"
@@ -197,7 +199,7 @@ FIELD_CHOICES: dict[str, tuple[str, ...]] = {"lr_schedule": ("cosine", "constant
                                              "compile": ("off", "ops")}
 # Fields whose value may also be "auto" (speed.py and memory.py choose; "auto" is kept as text, not typed).
 AUTO = "auto"
-AUTO_FIELDS = frozenset({"channels_last", "mix_in_bn", "share_pools", "threads"})
+AUTO_FIELDS = frozenset({"channels_last", "mix_in_bn", "share_pools", "fast_depthwise", "threads"})
 
 
 def field_range(cls, name: str) -> Range | None:

@@ -11,9 +11,9 @@ device and the size of the work, by the figures in benchmarks/README.md.
   8), so small work runs on one thread whatever the machine has; large work keeps the threads the process has.
   Chosen from sizes only, never from the machine's load, so that a seed gives the same run every time.
 
-The NCHW path (``channels_last``, ``mix_in_bn``, ``share_pools`` false, ``recompute=none``) is the original DARTS
-code's float order: its logits equal the reference port's bit for bit (benchmarks/README.md); the cross-checks
-against reference code pin it.
+The NCHW path (``channels_last``, ``mix_in_bn``, ``share_pools``, ``fast_depthwise`` false, ``recompute=none``)
+is the original DARTS code's float order: its logits equal the reference port's bit for bit
+(benchmarks/README.md); the cross-checks against reference code pin it (``REFERENCE_ORDER``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from .config import AUTO
 SMALL_WORK = 1 << 18
 
 # The options with the float order of the reference code, for cross-checks against reference ports.
-REFERENCE_ORDER = dict(channels_last=False, mix_in_bn=False, share_pools=False, recompute="none")
+REFERENCE_ORDER = dict(channels_last=False, mix_in_bn=False, share_pools=False, fast_depthwise=False,
+                       recompute="none")
 
 
 def _on_cpu(device: str) -> bool:
@@ -42,6 +43,9 @@ def resolve_layout(cfg):
       reference's (against 0.75-1.0 in NCHW); off on GPUs, where it has not been measured (gpu_step.py measures
       it). Off with ``compile=ops``, which was measured in NCHW only.
     - ``share_pools``: with ``channels_last`` (5-8% fewer saved bytes, a few % faster, nothing lost).
+    - ``fast_depthwise``: with ``channels_last`` (where its shape rules were measured): the depthwise
+      convolutions' gradients as forward convolutions (dwconv.py), which took the tiny first-order step from
+      0.53 to ~0.4x the reference (benchmarks/README.md).
     - ``mix_in_bn``: with ``channels_last``, except for the second-order (unrolled) step: first order it brings a
       tiny step from 0.50 to 0.48x the reference and its peak memory from 0.79 to 0.60x; second order its affine
       batch-norm backward, paid in the unrolled step's extra passes, made the step slower (0.69 against 0.64x).
@@ -56,9 +60,10 @@ def resolve_layout(cfg):
     fast = bool(nhwc) and cfg.compile == "off"
     pools = fast if cfg.share_pools == AUTO else cfg.share_pools
     fold = (fast and cfg.arch_order != "second") if cfg.mix_in_bn == AUTO else cfg.mix_in_bn
-    if (nhwc, fold, pools) == (cfg.channels_last, cfg.mix_in_bn, cfg.share_pools):
+    depthwise = fast if cfg.fast_depthwise == AUTO else cfg.fast_depthwise
+    if (nhwc, fold, pools, depthwise) == (cfg.channels_last, cfg.mix_in_bn, cfg.share_pools, cfg.fast_depthwise):
         return cfg
-    return dataclasses.replace(cfg, channels_last=nhwc, mix_in_bn=fold, share_pools=pools)
+    return dataclasses.replace(cfg, channels_last=nhwc, mix_in_bn=fold, share_pools=pools, fast_depthwise=depthwise)
 
 
 def choose_threads(batch: int, channels: int, side: int, available: int) -> int:

@@ -22,7 +22,8 @@ Two things keep a step cheap on a memory-bound CPU (docs/design.md, "What limits
 ``Supernet.configure`` switches how, not what, it computes (config fields of the same names; same logits and
 gradients to float tolerance, tests/test_speed_options.py; measured in benchmarks/supernet_step.py): NHWC memory
 format, the mixing weight folded into each op's final batch norm, pools shared by the edges of one source state,
-recomputation of mixed edges or cells in backward, torch.compile of each op.
+depthwise gradients as forward convolutions, recomputation of mixed edges or cells in backward, torch.compile of
+each op.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .dwconv import DepthwiseConv2d
 from .layers import ResBlock, count_parameters, drop_path, reduction_layers  # noqa: F401 (re-exported)
 from .errors import RobustDartsError
 from .spaces import Space, get_space, make_op
@@ -478,13 +480,14 @@ class Supernet(nn.Module):
                 edge.keep_current = keep
 
     def configure(self, recompute: str = "none", channels_last: bool = False, compile: str = "off",
-                  mix_in_bn: bool = False, share_pools: bool = False) -> list[str]:
+                  mix_in_bn: bool = False, share_pools: bool = False, fast_depthwise: bool = False) -> list[str]:
         """Switch the options that change how, not what, the supernet computes (same logits and gradients to
         float tolerance, tested): ``recompute`` keeps only each mixed edge's (or cell's) inputs for backward and
         runs it again there; ``channels_last`` stores activations and conv weights NHWC; ``compile='ops'``
         compiles each candidate op with torch.compile (the small repeated pieces: a whole supernet step does not
-        compile in reasonable time on a CPU); ``mix_in_bn`` and ``share_pools``: see ``_mixed_op``. Returns notes
-        for the user (e.g. compilation unavailable: eager it is)."""
+        compile in reasonable time on a CPU); ``mix_in_bn`` and ``share_pools``: see ``_mixed_op``;
+        ``fast_depthwise``: the depthwise convolutions' gradients as forward convolutions where the shape says that
+        is faster (dwconv.py). Returns notes for the user (e.g. compilation unavailable: eager it is)."""
         from .errors import unknown
 
         if recompute not in RECOMPUTE:
@@ -497,6 +500,9 @@ class Supernet(nn.Module):
                 cell.recompute_edges, cell.share_pools = recompute == "edge", share_pools
                 for edge in cell.edges:
                     edge.mix_in_bn = mix_in_bn
+        for module in self.modules():
+            if isinstance(module, DepthwiseConv2d):
+                module.fast_grads = fast_depthwise
         if channels_last:
             self.to(memory_format=torch.channels_last)
         notes = []

@@ -116,7 +116,7 @@ class Search:
         self.supernet.skip_zero_ops = cfg.skip_zero_ops or not self.recipe.computes_zero_ops
         self.supernet.keep_skipped_current(self.recipe.computes_zero_ops)
         for note in self.supernet.configure(cfg.recompute, cfg.channels_last, cfg.compile, cfg.mix_in_bn,
-                                            cfg.share_pools):
+                                            cfg.share_pools, cfg.fast_depthwise):
             if console is not None and self.shard.writes:
                 console.print(f"note: {note}", highlight=False, markup=False)
         self.arch = ArchParams(self.space, generator=torch.Generator().manual_seed(cfg.seed),

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..dwconv import DepthwiseConv2d
 from ..errors import RobustDartsError, first_line, unknown, warn_once
 
 FAMILIES = ("darts", "lhd", "nb201")
@@ -98,25 +99,25 @@ class FactorizedReduce(nn.Module):
 def sep_conv(C, k, stride, affine, shared_relu, repeat=2) -> Relu:
     """DARTS separable conv: [ReLU, depthwise kxk, pointwise 1x1, BN] twice, the second at stride 1."""
     pad = k // 2
-    first = [nn.Conv2d(C, C, k, stride, pad, groups=C, bias=False), nn.Conv2d(C, C, 1, bias=False),
+    first = [DepthwiseConv2d(C, k, stride, pad), nn.Conv2d(C, C, 1, bias=False),
              nn.BatchNorm2d(C, affine=affine)]
     if repeat == 1:
         return Relu(first, shared_relu)
-    second = [nn.ReLU(inplace=False), nn.Conv2d(C, C, k, 1, pad, groups=C, bias=False), nn.Conv2d(C, C, 1, bias=False),
+    second = [nn.ReLU(inplace=False), DepthwiseConv2d(C, k, 1, pad), nn.Conv2d(C, C, 1, bias=False),
               nn.BatchNorm2d(C, affine=affine)]
     return Relu(first + second, shared_relu)
 
 
 def dil_conv(C, k, stride, affine, shared_relu) -> Relu:
     """DARTS dilated conv: ReLU, depthwise kxk with dilation 2, pointwise 1x1, BN."""
-    return Relu([nn.Conv2d(C, C, k, stride, (k - 1), dilation=2, groups=C, bias=False), nn.Conv2d(C, C, 1, bias=False),
+    return Relu([DepthwiseConv2d(C, k, stride, k - 1, dilation=2), nn.Conv2d(C, C, 1, bias=False),
                  nn.BatchNorm2d(C, affine=affine)], shared_relu)
 
 
 def depthwise_conv(C, k, stride, dilation, affine, shared_relu) -> Relu:
     """LHD sep/dil conv: ReLU, one depthwise conv, BN — no pointwise conv and no repeat."""
     pad = dilation * (k - 1) // 2
-    return Relu([nn.Conv2d(C, C, k, stride, pad, dilation=dilation, groups=C, bias=False),
+    return Relu([DepthwiseConv2d(C, k, stride, pad, dilation=dilation),
                  nn.BatchNorm2d(C, affine=affine)], shared_relu)
 
 

@@ -1,0 +1,122 @@
+"""Depthwise convolutions whose gradients are computed as forward convolutions where that is faster (CPU).
+
+The candidate ops' depthwise convolutions (sep_conv, dil_conv, LHD's convs) are most of a CPU search step, and
+their backward is most of that: oneDNN's depthwise backward took 2-30x its forward here
+(benchmarks/depthwise_grad.py), the dilated and 5x5 ones worst. Both of their gradients are convolutions too:
+
+- input gradient, stride 1: the output gradient convolved with the flipped kernel, same dilation, padding
+  ``d(k-1) - p`` — a depthwise *forward* convolution, as cheap as the forward (2-14x faster than the stock
+  backward); stride 2 with dilation: the same on the output gradient spread onto the stride-1 grid (zeros between);
+- weight gradient: for each channel the correlation of the input with the output gradient, i.e. one grouped
+  convolution whose "images" are the (channel, image) pairs and whose kernels are the output gradients
+  (stride and dilation swap roles), summed over the images.
+
+Which gradient takes which road is decided by the shape alone (``_direct``: measured on this CPU), never by
+timing, so a run computes the same floats every time and resumes bit-exactly. The values are those of the stock
+backward up to float summation order (tests/test_dwconv.py: gradcheck in float64 and the stock gradients in
+float32 for every op shape of the spaces). Off by default; ``Supernet.configure(fast_depthwise=True)`` turns it on
+(the config field of that name, chosen by speed.py). Inside torch.func transforms (the Hessian's HVPs) the stock
+convolution runs: a custom autograd function there would need rules of its own for each transform.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def _under_torch_func() -> bool:
+    peek = getattr(getattr(torch._C, "_functorch", None), "peek_interpreter_stack", None)
+    return peek is not None and peek() is not None
+
+
+def _direct(k: int, stride: int, dilation: int, out_h: int, out_w: int) -> tuple[bool, bool]:
+    """(input gradient, weight gradient) computed as forward convolutions? From benchmarks/depthwise_grad.py on a
+    2-core x86 CPU, torch 2.13, one thread: the input gradient at stride 1 always (2-14x), at stride 2 only when
+    dilated (7-12x; undilated the spread-out gradient costs more than it saves); the weight gradient for 5x5 or
+    dilated kernels while the output is at most 16x16 (1.5-11x; beyond, oneDNN's large-kernel grouped convolution
+    is slower than its own backward), and never for 3x3 undilated kernels (stock is faster)."""
+    grad_x = stride == 1 or dilation > 1
+    grad_w = (k >= 5 or dilation > 1) and out_h * out_w <= 256
+    return grad_x, grad_w
+
+
+def _input_grad(g: torch.Tensor, weight: torch.Tensor, x_shape, stride: int, padding: int, dilation: int):
+    C, _, kh, kw = weight.shape
+    flipped = weight.flip(-1, -2)
+    if stride == 1:
+        return F.conv2d(g, flipped, None, 1, (dilation * (kh - 1) - padding, dilation * (kw - 1) - padding),
+                        dilation, C)
+    # Spread g onto the stride-1 output grid (zeros between), then the stride-1 rule.
+    B, _, H, W = x_shape
+    grid = g.new_zeros(B, C, H + 2 * padding - dilation * (kh - 1), W + 2 * padding - dilation * (kw - 1))
+    if g.is_contiguous(memory_format=torch.channels_last) and not g.is_contiguous():
+        grid = grid.contiguous(memory_format=torch.channels_last)
+    grid[:, :, ::stride, ::stride] = g
+    return F.conv2d(grid, flipped, None, 1, (dilation * (kh - 1) - padding, dilation * (kw - 1) - padding),
+                    dilation, C)
+
+
+def _weight_grad(x: torch.Tensor, g: torch.Tensor, weight_shape, stride: int, padding: int, dilation: int):
+    B, C, H, W = x.shape
+    kh, kw = weight_shape[-2:]
+    Ho, Wo = g.shape[-2:]
+    images = x.transpose(0, 1).reshape(1, C * B, H, W)  # one "channel" per (channel, image) pair
+    kernels = g.transpose(0, 1).reshape(C * B, 1, Ho, Wo)
+    corr = F.conv2d(images, kernels, None, dilation, padding, stride, C * B)  # stride and dilation swap roles
+    return corr[..., :kh, :kw].reshape(C, B, kh, kw).sum(1).unsqueeze(1)
+
+
+class _DepthwiseConv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, stride, padding, dilation, direct_x, direct_w):
+        ctx.save_for_backward(x, weight)
+        ctx.conf = (stride, padding, dilation, direct_x, direct_w)
+        return F.conv2d(x, weight, None, stride, padding, dilation, weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight = ctx.saved_tensors
+        stride, padding, dilation, direct_x, direct_w = ctx.conf
+        need_x, need_w = ctx.needs_input_grad[:2]
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            g = g.contiguous(memory_format=torch.channels_last)
+        else:
+            g = g.contiguous()
+        grad_x = grad_w = None
+        if need_x and direct_x:
+            grad_x = _input_grad(g, weight, x.shape, stride, padding, dilation)
+        if need_w and direct_w:
+            grad_w = _weight_grad(x, g, weight.shape, stride, padding, dilation)
+        stock = (need_x and not direct_x, need_w and not direct_w)
+        if any(stock):
+            sx, sw, _ = torch.ops.aten.convolution_backward(
+                g, x, weight, None, [stride] * 2, [padding] * 2, [dilation] * 2, False, [0, 0], weight.shape[0],
+                [stock[0], stock[1], False])
+            grad_x = sx if stock[0] else grad_x
+            grad_w = sw if stock[1] else grad_w
+        return grad_x, grad_w, None, None, None, None, None
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """``nn.Conv2d(C, C, k, stride, padding, dilation, groups=C, bias=False)`` (same parameters, same state_dict)
+    whose backward takes the faster road above when ``fast_grads`` is set."""
+
+    fast_grads = False
+
+    def __init__(self, C: int, kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1):
+        super().__init__(C, C, kernel_size, stride, padding, dilation=dilation, groups=C, bias=False)
+
+    def forward(self, x):
+        if not self.fast_grads or not torch.is_grad_enabled() or _under_torch_func() or x.dim() != 4:
+            return super().forward(x)
+        (k, kw), (s, sw), (p, pw), (d, dw) = self.kernel_size, self.stride, self.padding, self.dilation
+        if k != kw or s != sw or p != pw or d != dw or 2 * p > d * (k - 1):
+            return super().forward(x)
+        out_h = (x.shape[-2] + 2 * p - d * (k - 1) - 1) // s + 1
+        out_w = (x.shape[-1] + 2 * p - d * (k - 1) - 1) // s + 1
+        direct_x, direct_w = _direct(k, s, d, out_h, out_w)
+        if not (direct_x or direct_w):
+            return super().forward(x)
+        return _DepthwiseConv.apply(x, self.weight, s, p, d, direct_x, direct_w)

@@ -84,7 +84,8 @@ def main() -> None:
         return time.perf_counter() - t0
 
     print(f"default tiny search epoch ({cfg.space}, {cfg.dataset}: {steps} steps + evaluation; channels_last "
-          f"{cfg.channels_last}, mix_in_bn {cfg.mix_in_bn}, share_pools {cfg.share_pools}, recompute "
+          f"{cfg.channels_last}, mix_in_bn {cfg.mix_in_bn}, share_pools {cfg.share_pools}, fast_depthwise "
+          f"{cfg.fast_depthwise}, recompute "
           f"{search.cfg.recompute}, {ours_threads} thread(s)) against {steps} first-order steps of the reference "
           f"({args.reference_threads} thread(s)); load average {os.getloadavg()[0]:.1f}", flush=True)
     print(f"  warmup: ours {ours():.2f} s, reference {ref_run():.2f} s", flush=True)

@@ -51,7 +51,7 @@ ORDERS = ("first", "second")
 FIELDS = {"default": dict(channels_last="auto", mix_in_bn="auto", share_pools="auto", fast_depthwise="auto",
                       recompute="auto"),
           "eager": {}, "nhwc": dict(channels_last=True), "fold": dict(mix_in_bn=True), "pools": dict(share_pools=True),
-          "cell": dict(recompute="cell"), "edge": dict(recompute="edge"), "compile": dict(compile="ops"),
+          "dw": dict(fast_depthwise=True), "cell": dict(recompute="cell"), "edge": dict(recompute="edge"), "compile": dict(compile="ops"),
           "bf16": dict(amp="bf16")}
 DEFAULT_VARIANTS = "default,eager,nhwc,nhwc+fold+pools,nhwc+fold+pools+edge"
 

@@ -29,8 +29,8 @@ same weights (and, on the tiny configuration, the same gradients).
 
 Variants of ours (``--variants``, each a configuration of the same supernet, ``Supernet.configure``): ``default``
 (what a default search on this device runs: speed.resolve_layout of a default SearchConfig; on the CPU
-nhwc+fold+pools), ``eager`` (the plain NCHW build, the original code's float order), ``nhwc`` (channels_last),
-``cell`` / ``edge`` (recompute whole cells / whole mixed edges in backward), ``fold`` (mix_in_bn), ``pools`` (share_pools), ``compile`` (torch.compile of each op; its first step, which
+nhwc+fold+pools+dw), ``eager`` (the plain NCHW build, the original code's float order), ``nhwc`` (channels_last),
+``cell`` / ``edge`` (recompute whole cells / whole mixed edges in backward), ``fold`` (mix_in_bn), ``pools`` (share_pools), ``dw`` (fast_depthwise), ``compile`` (torch.compile of each op; its first step, which
 compiles, is reported apart), ``bf16`` (autocast), and ``+`` combinations (``nhwc+edge``). Each is checked against
 ``eager`` (logits and gradients), timed in the same round-robin as the reference, and measured in its own process.
 ``--profile VARIANT`` prints which kernels dominate one step of that variant (torch.profiler, self CPU time).
@@ -60,7 +60,7 @@ TINY = dict(C=8, layers=5, batch=32, size=16)
 STANDARD = dict(C=16, layers=8, batch=64, size=32)
 KINDS = ("graph", "nograph", "onehot", "sampled")
 OPTIONS = {"eager": {}, "nhwc": dict(channels_last=True), "fold": dict(mix_in_bn=True), "pools": dict(share_pools=True),
-           "cell": dict(recompute="cell"), "edge": dict(recompute="edge"), "compile": dict(compile="ops"),
+           "dw": dict(fast_depthwise=True), "cell": dict(recompute="cell"), "edge": dict(recompute="edge"), "compile": dict(compile="ops"),
            "bf16": {}}  # bf16: autocast around the forward (not a supernet option)
 DEFAULT_VARIANTS = "default,eager,nhwc,nhwc+fold+pools,edge,nhwc+fold+pools+edge"
 
@@ -72,7 +72,8 @@ def default_options(device: str = "cpu") -> dict:
     from robustdarts.speed import resolve_layout
 
     cfg = resolve_layout(SearchConfig(device=device))
-    return dict(channels_last=cfg.channels_last, mix_in_bn=cfg.mix_in_bn, share_pools=cfg.share_pools)
+    return dict(channels_last=cfg.channels_last, mix_in_bn=cfg.mix_in_bn, share_pools=cfg.share_pools,
+                fast_depthwise=cfg.fast_depthwise)
 
 
 def variant_options(name: str) -> tuple[dict, bool]:

@@ -100,6 +100,25 @@ def test_a_resumed_run_keeps_its_own_settings(tmp_path, monkeypatch):
         assert torch.equal(value, resumed.arch.as_dict()[key]), key
 
 
+def test_a_run_recorded_before_a_speed_field_existed_resumes_without_it(tmp_path):
+    """A config.yaml written by a version that had no fast_depthwise (or no layout fields at all) resumes on the
+    stock path it ran on, not on what "auto" now chooses — and ends where an uninterrupted stock run ends."""
+    cfg = tiny_config("darts", "darts", epochs=2, **REFERENCE_ORDER)
+    full = Search(cfg, tmp_path / "full", progress=False)
+    full.run()
+    Search(cfg, tmp_path / "cut", progress=False).run(stop_after=0)
+    path = tmp_path / "cut" / "config.yaml"
+    lines = path.read_text().splitlines()
+    old = [line for line in lines if line.split(":")[0] not in REFERENCE_ORDER]
+    assert len(old) == len(lines) - len(REFERENCE_ORDER)
+    path.write_text("\n".join(old) + "\n")
+    resumed = Search.resume(tmp_path / "cut", progress=False)
+    assert {k: getattr(resumed.cfg, k) for k in REFERENCE_ORDER} == REFERENCE_ORDER
+    assert resumed.run() == full.genotype
+    for key, value in full.arch.as_dict().items():
+        assert torch.equal(value, resumed.arch.as_dict()[key]), key
+
+
 # ---- memory: chosen, not refused ----------------------------------------------------------------------------------
 def _machine(monkeypatch, nbytes: int) -> None:
     monkeypatch.setattr(memory, "machine_memory", lambda device="cpu": (nbytes, "this machine's"))

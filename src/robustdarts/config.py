@@ -191,11 +191,14 @@ FIELD_RANGES: dict[str, Range] = {
     "partial_channels": AT_LEAST_1, "report_best_after": AT_LEAST_0, "threads": Range(0, 4096),
     "TrainConfig.batch_size": Range(2),  # batch-norm layers (the auxiliary head's at 1x1) need two images
 }
+# What the supernet can recompute in backward (Supernet.configure), in the order recompute=auto tries them (fastest
+# first, memory.choose_recompute); here, below both, because memory.py must not import the supernet (torch).
+RECOMPUTE_LEVELS = ("none", "edge", "cell")
 # String fields with a fixed set of values that nothing else checks before a run directory is written.
 FIELD_CHOICES: dict[str, tuple[str, ...]] = {"lr_schedule": ("cosine", "constant"), "amp": ("off", "bf16"),
                                              "step_order": ("arch-first", "weight-first"),
                                              "hessian_relax": ("softmax", "method"),
-                                             "recompute": ("auto", "none", "edge", "cell"),
+                                             "recompute": ("auto", *RECOMPUTE_LEVELS),
                                              "compile": ("off", "ops")}
 # Fields whose value may also be "auto" (speed.py and memory.py choose; "auto" is kept as text, not typed).
 AUTO = "auto"
@@ -419,7 +422,16 @@ def read_yaml_file(path: Path, where: str, shape: str) -> Any:
         raise RobustDartsError(f"{where} is nested too deeply to be {shape}.") from None
 
 
+# What a run recorded before a field existed computed with: the stock path. A run resumed by a later version keeps
+# computing what it computed (bit-exact resume), whatever "auto" resolves to for new runs now.
+RECORDED_BEFORE = {"channels_last": False, "mix_in_bn": False, "share_pools": False, "fast_depthwise": False,
+                   "recompute": "none"}
+
+
 def load_yaml(cls, path: str | Path):
-    """A complete config from a YAML file (a run's config.yaml), checked as ``build`` checks one."""
+    """A complete config from a YAML file (a run's config.yaml), checked as ``build`` checks one; a speed field the
+    file does not record (written before the field existed) takes its ``RECORDED_BEFORE`` value."""
     values = {k: coerce_field(cls, k, v) for k, v in read_fields(cls, path).items()}
+    names = {f.name for f in fields(cls)}
+    values.update({k: v for k, v in RECORDED_BEFORE.items() if k in names and k not in values})
     return check_config(cls(**values), f"config file {path}: field")

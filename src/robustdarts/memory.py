@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import RECOMPUTE_LEVELS
 from .errors import RobustDartsError
 
 FLOAT = 4  # bytes of a float32
@@ -92,6 +93,13 @@ def _segments(kind: str, layers: int, size: int, macro: str | None = None):
     return out
 
 
+def _space_segments(space, layers: int, size: int):
+    """The search supernet of ``space`` as runs of identical cells: (candidate ops of each edge, width multiple of
+    C, output side, cell count, reduction); a space with one cell type (NAS-Bench-201) uses it everywhere."""
+    for cell_type, width, side, count, red in _segments(space.kind, layers, size):
+        yield space.ops[cell_type if cell_type in space.ops else "normal"], width, side, count, red
+
+
 def _cell_cost(ops_per_edge, family: str, C: int, side: int, reduction: bool, num_inputs: int, sources,
                supernet: bool, partial: int = 1, steps: int | None = None) -> tuple[int, int]:
     """(parameters, saved activation elements per image) of one cell: its ops plus the two 1x1 preprocessing
@@ -122,10 +130,9 @@ def supernet_estimate(space, C: int, layers: int, batch: int, size: int, in_chan
 
     space = get_space(space)
     params = activations = 0
-    for cell_type, width, side, count, red in _segments(space.kind, layers, size):
-        cell_type = cell_type if cell_type in space.ops else "normal"
-        sources = [src for _, src in space.edges]
-        p, a = _cell_cost(space.ops[cell_type], space.family, C * width, side, red, space.num_inputs, sources, True,
+    sources = [src for _, src in space.edges]
+    for ops_per_edge, width, side, count, red in _space_segments(space, layers, size):
+        p, a = _cell_cost(ops_per_edge, space.family, C * width, side, red, space.num_inputs, sources, True,
                           max(int(partial_channels), 1))
         params, activations = params + p * count, activations + a * count
     params += 3 * C * in_channels * 9
@@ -225,7 +232,6 @@ def check_fits(estimate: Estimate, device: str = "cpu", fix: str = "lower the si
     return estimate
 
 
-RECOMPUTE_LEVELS = ("none", "edge", "cell")  # what recompute=auto tries, in this order (fastest first)
 SEARCH_FIX = "lower init_channels, layers, image_size, batch_size or limit_images"
 
 
@@ -242,15 +248,14 @@ def _recomputed_activations(space, C: int, layers: int, size: int, partial_chann
     steps = max(len(sources) // 2, 1)
     K = max(int(partial_channels), 1)
     held = largest = 0
-    for cell_type, width, side, count, red in _segments(space.kind, layers, size):
-        cell_type = cell_type if cell_type in space.ops else "normal"
+    for ops_per_edge, width, side, count, red in _space_segments(space, layers, size):
         Cw = C * width
         args = (space.family, Cw, side, red, space.num_inputs, sources, True, K)
-        _, whole = _cell_cost(space.ops[cell_type], *args)
+        _, whole = _cell_cost(ops_per_edge, *args)
         if recompute == "edge":
             _, states = _cell_cost([()] * len(sources), *args)
             held += states * count
-            for ops, src in zip(space.ops[cell_type], sources):
+            for ops, src in zip(ops_per_edge, sources):
                 stride = 2 if red and src < space.num_inputs else 1
                 edge = sum(_op_cost(space.family, name, Cw // K, stride, False, True)[1] for name in ops)
                 largest = max(largest, edge * (Cw // K) * side * side)

@@ -13,53 +13,32 @@ Ray import it again from the run's config.yaml alone.
 A plugin that fails to import, has the wrong type, or whose name clashes with a built-in never breaks the built-ins:
 loading all entry points (``robustdarts methods``, ``--help``) prints one warning line per bad plugin, and only asking
 for that plugin by name raises its one-sentence error. The op group is read by ``spaces/ops.py`` itself (the op
-registry sits below everything that builds ops); this module reads the method group.
+registry sits below everything that builds ops); this module reads the method group. Both go through the one loop of
+``entrypoints.load_group``, and differ only in how they check and add a loaded plugin's rows.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from .errors import RobustDartsError, first_line, forget_warnings, warn_once
+from .entrypoints import PluginSource, forget, load_group
+from .errors import RobustDartsError, first_line, forget_warnings
 
 METHOD_GROUP = "robustdarts.methods"
 _SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-
-
-@dataclass(frozen=True)
-class PluginSource:
-    """Where a plugin row came from: ``what`` (the entry point or MODULE:ATTRIBUTE) and its distribution."""
-
-    what: str
-    distribution: str | None = None
-
-    def __str__(self) -> str:
-        return f"{self.what} (from {self.distribution})" if self.distribution else self.what
 
 
 # name -> where it came from, for the rows plugins added; name -> the one-sentence error of a bad plugin
 METHOD_SOURCES: dict[str, PluginSource] = {}
 BROKEN_METHODS: dict[str, str] = {}
 _ALIASES: dict[str, str] = {}  # an entry point's name -> the name of the one preset it declares
-_loaded: set[str] = set()  # the entry-point groups read in this process
 
 
 def is_spec(name: object) -> bool:
     """Whether ``name`` is a ``MODULE:ATTRIBUTE`` reference (``pkg.mod:PRESET``)."""
     return isinstance(name, str) and bool(_SPEC.match(name))
-
-
-def _entry_points(group: str):
-    from .spaces.ops import entry_points
-    return entry_points(group)
-
-
-def _distribution(ep) -> str | None:
-    from .spaces.ops import distribution
-    return distribution(ep)
 
 
 def _presets_of(value, where: str) -> list:
@@ -77,39 +56,30 @@ def _builtin_presets() -> dict:
     return BUILTIN_PRESETS
 
 
+def _register_method_plugin(name: str, value, source: PluginSource) -> None:
+    """Add the presets that entry point ``name`` declares; every one is checked before any is added, so a refused
+    plugin leaves no row behind."""
+    from .methods.presets import PRESETS
+
+    presets = _presets_of(value, str(source))
+    for preset in presets:
+        if preset.name in _builtin_presets():
+            raise RobustDartsError(f"method plugin {source} declares {preset.name!r}, which is a built-in "
+                                   f"method; rename its preset.")
+        if preset.name in METHOD_SOURCES and METHOD_SOURCES[preset.name] != source:
+            raise RobustDartsError(f"method plugin {source} declares {preset.name!r}, which "
+                                   f"{METHOD_SOURCES[preset.name]} declares too; rename one of them.")
+    for preset in presets:
+        PRESETS[preset.name] = preset
+        METHOD_SOURCES[preset.name] = source
+    if len(presets) == 1 and presets[0].name != name:
+        _ALIASES[name] = presets[0].name
+
+
 def load_method_plugins() -> None:
     """Add the presets of every ``robustdarts.methods`` entry point to ``PRESETS`` (once per process); a bad
     entry point is one warning line and is left out."""
-    if METHOD_GROUP in _loaded:
-        return
-    _loaded.add(METHOD_GROUP)
-    from .methods.presets import PRESETS
-
-    for ep in _entry_points(METHOD_GROUP):
-        source = PluginSource(f"entry point {ep.name!r} ({ep.value})", _distribution(ep))
-        try:
-            try:
-                value = ep.load()
-            except Exception as e:  # any failure of someone else's import: their bug, reported, not ours
-                raise RobustDartsError(f"method plugin {source} failed to import ({type(e).__name__}: "
-                                       f"{first_line(e)}); fix or uninstall it.") from None
-            presets = _presets_of(value, str(source))
-            for preset in presets:
-                if preset.name in _builtin_presets():
-                    raise RobustDartsError(f"method plugin {source} declares {preset.name!r}, which is a built-in "
-                                           f"method; rename its preset.")
-                if preset.name in METHOD_SOURCES and METHOD_SOURCES[preset.name] != source:
-                    raise RobustDartsError(f"method plugin {source} declares {preset.name!r}, which "
-                                           f"{METHOD_SOURCES[preset.name]} declares too; rename one of them.")
-        except RobustDartsError as e:
-            BROKEN_METHODS[ep.name] = str(e)
-            warn_once(f"{e} The built-in methods work as before.")
-            continue
-        for preset in presets:
-            PRESETS[preset.name] = preset
-            METHOD_SOURCES[preset.name] = source
-        if len(presets) == 1 and presets[0].name != ep.name:
-            _ALIASES[ep.name] = presets[0].name
+    load_group(METHOD_GROUP, "method", _register_method_plugin, BROKEN_METHODS)
 
 
 def import_object(spec: str, what: str):
@@ -182,7 +152,7 @@ def reset() -> None:
     METHOD_SOURCES.clear()
     BROKEN_METHODS.clear()
     _ALIASES.clear()
-    _loaded.clear()
+    forget(METHOD_GROUP)
     ops.reset_plugins()
     forget_warnings()
     importlib.invalidate_caches()

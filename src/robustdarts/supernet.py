@@ -39,6 +39,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import RECOMPUTE_LEVELS
 from .dwconv import DepthwiseConv2d
 from .layers import ResBlock, count_parameters, drop_path, reduction_layers  # noqa: F401 (re-exported)
 from .errors import RobustDartsError
@@ -46,7 +47,7 @@ from .spaces import Space, get_space, make_op
 from .spaces.ops import FactorizedReduce, relu_conv_bn, takes_relu
 
 EdgeExtra = Callable[[int, int], nn.Module] | None  # (C, stride) -> an extra op on every mixed edge
-RECOMPUTE = ("none", "edge", "cell")  # what Supernet.configure(recompute=...) accepts
+RECOMPUTE = RECOMPUTE_LEVELS  # what Supernet.configure(recompute=...) accepts
 
 
 @dataclass(frozen=True)

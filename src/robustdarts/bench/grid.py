@@ -199,9 +199,8 @@ class Cell:
         """Register the user's space this cell searches (a spawned worker or a Ray task starts with the built-ins
         only), from the definition the cell carries."""
         if self.space_definition is not None:
-            from ..spaces.fromfile import space_fields
-            from ..spaces.registry import Space, register_space
-            register_space(Space(**space_fields(self.space_definition, f"the space of cell {self.cell_id}")))
+            from ..spaces.registry import register_definition
+            register_definition(self.space_definition, f"the space of cell {self.cell_id}")
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -473,8 +472,7 @@ def _register_spaces(spaces: tuple[AxisEntry, ...], source: str) -> dict[str, st
     from the definition its entry carries. Two entries defining one name differently are refused: the registry,
     the cells and the reports know a space by its name."""
     from ..spaces import SPACES
-    from ..spaces.fromfile import space_fields
-    from ..spaces.registry import Space, register_space
+    from ..spaces.registry import register_definition
 
     names: dict[str, str] = {}
     defined: dict[str, AxisEntry] = {}
@@ -491,8 +489,7 @@ def _register_spaces(spaces: tuple[AxisEntry, ...], source: str) -> dict[str, st
                                    f"named {name!r}; give one of them another name.")
         # A built-in's name is refused here, in one sentence naming the entry; a redefined name (an edited file
         # planned again in this process) drops plan.py's cost memos (spaces.registry.on_redefine).
-        _checked(lambda: register_space(Space(**space_fields(s.definition, f"space file {s.name}", source=s.name))),
-                 source)
+        _checked(lambda: register_definition(s.definition, f"space file {s.name}", source=s.name), source)
         names[s.name] = name
     return names
 

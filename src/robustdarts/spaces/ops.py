@@ -19,7 +19,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..dwconv import DepthwiseConv2d
-from ..errors import RobustDartsError, first_line, unknown, warn_once
+from ..entrypoints import forget, load_group
+from ..errors import RobustDartsError, unknown
 
 FAMILIES = ("darts", "lhd", "nb201")
 
@@ -217,62 +218,30 @@ def unregister_op(name: str) -> None:
             table.pop(name, None)
 
 
-# ---- op plugins: the entry-point group robustdarts.ops (methods' plugins: plugins.py) ----------------------------
+# ---- op plugins: the entry-point group robustdarts.ops (methods': plugins.py; the loop both share: entrypoints.py) ---
 OP_GROUP = "robustdarts.ops"
 OP_SOURCES: dict[str, str] = {}  # op -> the entry point (and distribution) that registered it
 BROKEN_OPS: dict[str, str] = {}  # entry point name -> the one-sentence error of a bad op plugin
-_plugins_read = False
 
 
-def entry_points(group: str) -> list:
-    """The installed entry points of ``group``; unreadable metadata is one warning, never a broken CLI."""
-    import importlib.metadata
-
-    try:
-        return list(importlib.metadata.entry_points(group=group))
-    except Exception as e:  # a corrupt dist-info elsewhere on the path
-        warn_once(f"cannot read the {group} entry points ({first_line(e)}); plugins are skipped.")
-        return []
-
-
-def distribution(ep) -> str | None:
-    """The name of the distribution that declares entry point ``ep``, if known."""
-    dist = getattr(ep, "dist", None)
-    return getattr(dist, "name", None) if dist is not None else None
+def _register_op_plugin(name: str, factory, source) -> None:
+    register_op(name, factory, source=str(source))
+    OP_SOURCES[name] = str(source)
 
 
 def load_op_plugins() -> None:
     """Register the factory of every ``robustdarts.ops`` entry point under its name (once per process); a bad entry
     point is one warning line and is left out, and asking for its op raises its sentence (``make_op``)."""
-    global _plugins_read
-    if _plugins_read:
-        return
-    _plugins_read = True
-    for ep in entry_points(OP_GROUP):
-        dist = distribution(ep)
-        source = f"entry point {ep.name!r} ({ep.value})" + (f" (from {dist})" if dist else "")
-        try:
-            try:
-                factory = ep.load()
-            except Exception as e:  # any failure of someone else's import: reported, never ours to raise
-                raise RobustDartsError(f"op plugin {source} failed to import ({type(e).__name__}: "
-                                       f"{first_line(e)}); fix or uninstall it.") from None
-            register_op(ep.name, factory, source=source)
-        except RobustDartsError as e:
-            BROKEN_OPS[ep.name] = str(e)
-            warn_once(f"{e} The built-in ops work as before.")
-            continue
-        OP_SOURCES[ep.name] = source
+    load_group(OP_GROUP, "op", _register_op_plugin, BROKEN_OPS)
 
 
 def reset_plugins() -> None:
     """Forget the op plugins read so far and take their ops out of the registry (tests)."""
-    global _plugins_read
     for name in OP_SOURCES:
         unregister_op(name)
     OP_SOURCES.clear()
     BROKEN_OPS.clear()
-    _plugins_read = False
+    forget(OP_GROUP)
 
 
 def known_op(name: str, family: str = "darts") -> bool:

@@ -172,6 +172,14 @@ def load_space(path) -> Space:
     return register_space(Space(**read_space_file(path)))
 
 
+def register_definition(definition, where: str, source: str = "") -> Space:
+    """The DARTS-kind space a definition already read from a file describes (the mapping of its fields, as a bench
+    grid entry or a cell carries it), checked as the file is (spaces/fromfile.py, errors naming ``where``) and
+    registered under its name."""
+    from .fromfile import space_fields
+    return register_space(Space(**space_fields(definition, where, source=source)))
+
+
 def get_space(name: str) -> Space:
     """The ``Space`` named ``name`` (darts, s1..s4, lhd, nb201, ...: ``robustdarts spaces``), or the DARTS-kind
     space a YAML file defines (``FILE.yaml``, then registered under its ``name``); a ``Space`` is returned as it is.

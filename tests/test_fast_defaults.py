@@ -227,3 +227,36 @@ def test_a_small_search_does_not_lower_the_threads_a_later_search_is_given(monke
         assert threads_for(standard, 32, speed.given_threads()) == 2
     finally:
         torch.set_num_threads(1)
+
+
+# ---- training from scratch: the same speed defaults ----------------------------------------------------------------
+def _train(tmp_path, name, **fields):
+    from robustdarts.config import TrainConfig
+    from robustdarts.genotype import Genotype
+    from robustdarts.train import Train
+    from robustdarts.zoo import get_genotype
+
+    cfg = TrainConfig(genotype="darts_v2", dataset="synthetic", epochs=1, batch_size=8, init_channels=4, layers=3,
+                      image_size=8, limit_images=16, limit_test=8, **fields)
+    genotype = get_genotype("darts_v2")
+    assert isinstance(genotype, Genotype)
+    return Train(cfg, genotype, tmp_path / name, progress=False)
+
+
+def test_training_records_resolved_speed_settings_and_agrees_with_the_stock_path(tmp_path):
+    fast = _train(tmp_path, "fast")
+    assert (fast.cfg.channels_last, fast.cfg.fast_depthwise, fast.threads) == (True, True, 1)  # CPU, tiny work
+    assert recorded(tmp_path / "fast")["channels_last"] is True and fast.net.channels_last
+    stock = _train(tmp_path, "stock", channels_last=False, fast_depthwise=False)
+    assert recorded(tmp_path / "stock")["fast_depthwise"] is False
+    stock.net.load_state_dict(fast.net.state_dict())
+    x, y = next(fast.stream)
+    grads = []
+    for t in (fast, stock):
+        t.net.train()
+        torch.manual_seed(0)  # drop path draws
+        logits, aux = t.net(x, 0.2)
+        loss = torch.nn.functional.cross_entropy(logits, y) + 0.4 * torch.nn.functional.cross_entropy(aux, y)
+        grads.append(torch.autograd.grad(loss, list(t.net.parameters())))
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-5), (a - b).abs().max()

@@ -6,7 +6,7 @@ weights and of α) and batch-norm statistics as the plain forward, in every kind
   move the running statistics a second time;
 - ``channels_last``: NHWC activations and conv weights (float summation order changes: 1e-5 tolerance);
 - ``mix_in_bn``: the mixing weight as the affine scale of each op's final batch norm; ``share_pools``: the edges
-  leaving one state pool it once;
+  leaving one state pool it once; ``fast_depthwise``: the depthwise gradients as forward convolutions (dwconv.py);
 - ``compile``: each op compiled in place, falling back to eager with a note where compilation fails.
 """
 
@@ -28,8 +28,8 @@ from robustdarts.spaces.ops import make_op
 from robustdarts.supernet import Supernet
 
 OPTIONS = {"edge": dict(recompute="edge"), "cell": dict(recompute="cell"), "nhwc": dict(channels_last=True),
-           "fold": dict(mix_in_bn=True), "pools": dict(share_pools=True),
-           "all": dict(recompute="cell", channels_last=True, mix_in_bn=True, share_pools=True)}
+           "fold": dict(mix_in_bn=True), "pools": dict(share_pools=True), "dw": dict(fast_depthwise=True),
+           "all": dict(recompute="cell", channels_last=True, mix_in_bn=True, share_pools=True, fast_depthwise=True)}
 NETS = {  # space, layers, supernet options, extra mixing weights
     "darts": ("darts", 3, {}, False),
     "lhd": ("lhd", 3, {}, False),
@@ -103,14 +103,14 @@ def _assert_same_step(plain, other):
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_takes_the_same_step_with_recomputed_channels_last_edges(method, tmp_path):
-    options = dict(recompute="edge", channels_last=True, mix_in_bn=True)  # a run directory for rollbacks
+    options = dict(recompute="edge", channels_last=True, mix_in_bn=True, fast_depthwise=True)  # run dirs: rollbacks
     _assert_same_step(_one_step(method, "s1", {}, tmp_path / "a"), _one_step(method, "s1", options, tmp_path / "b"))
 
 
 @pytest.mark.parametrize("method,space", [("darts-2nd", "darts"), ("drnas", "lhd"), ("gdas", "nb201"),
                                           ("surgenas", "lhd"), ("sdarts-rs", "s4")])
 def test_recomputed_cells_take_the_same_step_on_the_large_spaces(method, space):
-    options = dict(recompute="cell", share_pools=True, mix_in_bn=True)
+    options = dict(recompute="cell", share_pools=True, mix_in_bn=True, fast_depthwise=True)
     _assert_same_step(_one_step(method, space, {}), _one_step(method, space, options))
 
 

@@ -132,6 +132,11 @@ class TrainConfig:
     condition: str = "base"
     report_best_after: int | None = None
     adaptive_drop_path: tuple[float, ...] | None = None
+    # speed (none changes what is computed; "auto": chosen per device by speed.py and recorded resolved, as for a
+    # search): NHWC activations, the depthwise gradients as forward convolutions (dwconv.py), intra-op threads
+    channels_last: bool | str = "auto"
+    fast_depthwise: bool | str = "auto"
+    threads: int | str = "auto"
 
 
 # Sizes only. `tiny` fits this project's 2-core CPU: a search finishes in minutes, not GPU-days.

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .dwconv import DepthwiseConv2d
 from .errors import RobustDartsError
 from .layers import ResBlock, count_parameters, drop_path, reduction_layers
 from .spaces import make_op
@@ -37,17 +38,17 @@ class _GenotypeCell(nn.Module):
 
 
 class DartsEvalCell(_GenotypeCell):
-    def __init__(self, genes, concat, C_pp, C_p, C, reduction, reduction_prev):
+    def __init__(self, genotype, cell, C_pp, C_p, C, reduction, reduction_prev):
         super().__init__()
         self.pre0 = FactorizedReduce(C_pp, C) if reduction_prev else relu_conv_bn(C_pp, C, 1, 1, 0, True)
         self.pre1 = relu_conv_bn(C_p, C, 1, 1, 0, True)
-        self._build_ops(genes, C, reduction, 2, "darts")
+        self._build_ops(genotype.genes(cell), C, reduction, 2, "darts")
         # Genes per node: node i owns genes 2i and 2i+1, or, in a user's space that keeps another number of edges
-        # per node, the genes that name it, (op, input, node).
-        nodes = [k // 2 if len(g) == 2 else g[2] for k, g in enumerate(self.genes)]
+        # per node, the genes that name it, (op, input, node); the genotype says which (Genotype.gene_node).
+        nodes = [genotype.gene_node(cell, k) for k in range(len(self.genes))]
         self.steps = max(nodes) + 1
         self.node_genes = [[k for k, n in enumerate(nodes) if n == node] for node in range(self.steps)]
-        self.concat = list(concat)
+        self.concat = list(getattr(genotype, f"{cell}_concat"))
         self.multiplier = len(self.concat)
 
     def forward(self, s0, s1, drop_prob=0.0):
@@ -153,9 +154,7 @@ class EvalNetwork(nn.Module):
             for i in range(layers):
                 red = i in reductions
                 C_curr = C_curr * 2 if red else C_curr
-                genes, concat = ((genotype.reduce, genotype.reduce_concat) if red
-                                 else (genotype.normal, genotype.normal_concat))
-                cell = DartsEvalCell(genes, concat, C_pp, C_p, C_curr, red, red_prev)
+                cell = DartsEvalCell(genotype, "reduce" if red else "normal", C_pp, C_p, C_curr, red, red_prev)
                 cells.append(cell)
                 C_pp, C_p, red_prev = C_p, cell.multiplier * C_curr, red
                 if i == self.aux_index:
@@ -192,8 +191,22 @@ class EvalNetwork(nn.Module):
                                if aux_C is not None else None)
         self.classifier = nn.Linear(head_in, num_classes)
 
+    channels_last = False
+
+    def configure(self, channels_last: bool = False, fast_depthwise: bool = False) -> None:
+        """How, not what, the network computes (TrainConfig fields of the same names; same logits and gradients to
+        float tolerance): NHWC activations and weights; the depthwise gradients as forward convolutions."""
+        for module in self.modules():
+            if isinstance(module, DepthwiseConv2d):
+                module.fast_grads = fast_depthwise
+        self.channels_last = channels_last
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+
     def forward(self, x, drop_prob: float = 0.0):
         aux = None
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         if self.macro in ("cifar", "imagenet"):
             if self.macro == "cifar":
                 s0 = s1 = self.stem(x)

@@ -37,7 +37,8 @@ def _on_cpu(device: str) -> bool:
 
 
 def resolve_layout(cfg):
-    """``cfg`` with its "auto" layout fields chosen (a copy; explicit values are kept):
+    """``cfg`` (a SearchConfig or a TrainConfig) with its "auto" layout fields chosen (a copy; explicit values are
+    kept):
 
     - ``channels_last``: on the CPU, where the depthwise convolutions' NHWC kernels make a step 0.46-0.64x the
       reference's (against 0.75-1.0 in NCHW); off on GPUs, where it has not been measured (gpu_step.py measures
@@ -55,15 +56,17 @@ def resolve_layout(cfg):
       autograd sums the same gradients in another order. Each run is still deterministic and resumes bit-exactly.
     """
     nhwc = cfg.channels_last
+    compiled = getattr(cfg, "compile", "off") != "off"
     if nhwc == AUTO:
-        nhwc = _on_cpu(cfg.device) and cfg.compile == "off"
-    fast = bool(nhwc) and cfg.compile == "off"
-    pools = fast if cfg.share_pools == AUTO else cfg.share_pools
-    fold = (fast and cfg.arch_order != "second") if cfg.mix_in_bn == AUTO else cfg.mix_in_bn
-    depthwise = fast if cfg.fast_depthwise == AUTO else cfg.fast_depthwise
-    if (nhwc, fold, pools, depthwise) == (cfg.channels_last, cfg.mix_in_bn, cfg.share_pools, cfg.fast_depthwise):
+        nhwc = _on_cpu(cfg.device) and not compiled
+    fast = bool(nhwc) and not compiled
+    chosen = {"channels_last": nhwc, "fast_depthwise": fast if cfg.fast_depthwise == AUTO else cfg.fast_depthwise}
+    if hasattr(cfg, "share_pools"):  # the supernet's own options (a TrainConfig has only the two above)
+        chosen["share_pools"] = fast if cfg.share_pools == AUTO else cfg.share_pools
+        chosen["mix_in_bn"] = (fast and cfg.arch_order != "second") if cfg.mix_in_bn == AUTO else cfg.mix_in_bn
+    if all(getattr(cfg, k) == v and type(getattr(cfg, k)) is type(v) for k, v in chosen.items()):
         return cfg
-    return dataclasses.replace(cfg, channels_last=nhwc, mix_in_bn=fold, share_pools=pools, fast_depthwise=depthwise)
+    return dataclasses.replace(cfg, **chosen)
 
 
 def choose_threads(batch: int, channels: int, side: int, available: int) -> int:
@@ -93,4 +96,5 @@ def threads_for(cfg, image_size: int, available: int) -> int:
         return int(cfg.threads)
     if not _on_cpu(cfg.device):
         return max(int(available), 1)
-    return choose_threads(max(cfg.batch_size // max(cfg.nproc, 1), 1), cfg.init_channels, image_size, available)
+    return choose_threads(max(cfg.batch_size // max(getattr(cfg, "nproc", 1), 1), 1), cfg.init_channels, image_size,
+                          available)

@@ -25,11 +25,13 @@ from .memory import check_train
 from .genotype import Genotype
 from .runs import RunDir
 from .schedules import cosine_lr
+from .speed import given_threads, resolve_layout, threads_for
 
 
 class Train:
     def __init__(self, cfg: TrainConfig, genotype: Genotype, out_dir: str | Path | None = None, *, console=None,
                  progress: bool = True, _resuming: bool = False):
+        cfg = resolve_layout(cfg)  # "auto" speed fields chosen for this device and recorded so (speed.py)
         self.cfg, self.genotype, self.console, self.show_progress = cfg, genotype, console, progress
         if cfg.adaptive_drop_path is not None and len(cfg.adaptive_drop_path) != 5:
             raise RobustDartsError(f"adaptive_drop_path needs 5 numbers (last early epoch, early train-accuracy "
@@ -52,11 +54,15 @@ class Train:
                                      skip_bad_images=cfg.skip_bad_images).to(self.device)
         if is_own(cfg.dataset) and self.run_dir is not None and _resuming:
             own_record(self.run_dir.path, cfg.dataset, resuming=True)  # the same data as the checkpoint's
+        # Threads from the work's size (speed.py), set before environment.json records the count.
+        self.threads = threads_for(cfg, self.train_set.size, given_threads())
+        torch.set_num_threads(self.threads)
         self.augment = scaled_augment(self.train_set.mean, self.train_set.std, self.train_set.size, cfg.augment,
                                       cfg.cutout)
         self.stream = BatchStream(self.train_set, cfg.batch_size, self.augment, cfg.seed, self.device)
         self.net = EvalNetwork(genotype, cfg.init_channels, cfg.layers, info.num_classes, self.train_set.channels,
                                auxiliary=cfg.auxiliary, macro=cfg.macro).to(self.device)
+        self.net.configure(cfg.channels_last, cfg.fast_depthwise)
         self.opt = torch.optim.SGD(self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                    weight_decay=cfg.weight_decay)
         self.epoch, self.wall = 0, 0.0

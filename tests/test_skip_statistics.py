@@ -106,3 +106,34 @@ def test_a_skipped_op_moves_its_statistics_only_in_training_passes():
     nets[0].eval()
     assert count_op_calls(nets[0], lambda: nets[0](x, weights), statistics=True) == 0
     assert all(torch.equal(before[k], v) for k, v in conv.named_buffers())
+
+
+def test_skipped_pooling_ops_reuse_the_shared_pool_and_move_the_same_statistics():
+    """With share_pools, a skipped pooling op keeps its BN statistics current from the source's pooled input (the
+    one an active edge made, or one made once for the skipped edges) instead of pooling again: the same buffers,
+    bit for bit, as without share_pools, the same count of statistics forwards, and one pool per source and kind."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    nets = [Supernet("darts", 4, 3, 10, 3) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    gen = torch.Generator().manual_seed(1)
+    weights = {c: F.one_hot(torch.randint(0, 8, (14,), generator=gen), 8).float() for c in ("normal", "reduce")}
+    x = torch.randn(8, 3, 8, 8, generator=gen)
+    counts, pools = [], []
+    for net, share in zip(nets, (False, True)):
+        net.configure(share_pools=share)
+        net.train()
+        pooled = [0]
+        hooks = [m.register_forward_hook(lambda *_: pooled.__setitem__(0, pooled[0] + 1))
+                 for m in net.modules() if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d))]
+        counts.append(count_op_calls(net, lambda: net(x, weights), statistics=True))
+        for h in hooks:
+            h.remove()
+        pools.append(pooled[0])
+    for (name, a), b in zip(nets[0].state_dict().items(), nets[1].state_dict().values()):
+        assert torch.equal(a, b), name
+    assert counts[0] == counts[1] > 0
+    sources = sum(len({src for _, src in net.space.edges}) for net in nets[:1] for _ in net.cells)
+    assert pools[1] <= 2 * sources < pools[0]  # at most one max and one avg pool per source state

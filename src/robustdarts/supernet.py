@@ -110,7 +110,7 @@ class MixedEdge(nn.Module):
                 if effect is not None and training is None:
                     training = self.training and torch.is_grad_enabled()
                 if (effect == "random" or (effect == "statistics" and training)) and not _under_torch_func():
-                    _keep_current(op, x, x_relu)
+                    _keep_current(op, x, x_relu, pools)
                 continue
             if x_relu is None and takes_relu(op):  # recomputed edges make their own (not kept for backward)
                 x_relu = F.relu(x)
@@ -146,7 +146,7 @@ _STATISTICS_PASS: contextvars.ContextVar[bool] = contextvars.ContextVar("statist
 _LAYERWISE_CALLS: contextvars.ContextVar[list | None] = contextvars.ContextVar("layerwise_calls", default=None)
 
 
-def _keep_current(op: nn.Module, x: torch.Tensor, x_relu: torch.Tensor | None) -> None:
+def _keep_current(op: nn.Module, x: torch.Tensor, x_relu: torch.Tensor | None, pools: dict | None = None) -> None:
     """The forward of a skipped op for its side effects alone: no graph, nothing kept, the output dropped.
 
     Every reference computes a zero-weighted op (0·op(x)), so in a training pass its BN running statistics move,
@@ -161,9 +161,22 @@ def _keep_current(op: nn.Module, x: torch.Tensor, x_relu: torch.Tensor | None) -
     average, so no step may leave them behind. Statistics move only in training passes (train mode, gradients on),
     where they persist: the train-mode passes without gradients are measurements that restore them afterwards
     (DARTS-PT's, the leakage recalibration). Nothing runs inside torch.func (the Hessian's passes compute every op,
-    and stop BN tracking)."""
+    and stop BN tracking). ``pools``: the source's pooled inputs (``share_pools``), so that a skipped pooling op
+    does not pool again."""
     token = _STATISTICS_PASS.set(True)
     try:
+        if pools is not None and isinstance(op, nn.Sequential) and isinstance(op[0], (nn.MaxPool2d, nn.AvgPool2d)):
+            # share_pools: the source's pooled input, made once for all its edges. Made here (in the pass's grad
+            # mode) when no edge has made it yet, so that an active edge after this one takes it, graph included.
+            key = repr(op[0])
+            if key not in pools:
+                pools[key] = op[0](x)
+            with torch.no_grad():
+                op[1:](pools[key])
+            counter = _LAYERWISE_CALLS.get()
+            if counter is not None:  # count_op_calls: the op's own hook did not see this forward
+                counter[1] += 1
+            return
         with torch.no_grad():
             if takes_relu(op):
                 op(x_relu if x_relu is not None else F.relu(x))
@@ -589,7 +602,7 @@ def count_op_calls(supernet: nn.Module, fn: Callable[[], object], statistics: bo
 
     handles = [op.register_forward_hook(hook)
                for cell in supernet.cells for edge in getattr(cell, "edges", []) for op in edge.ops]
-    layerwise = [0]  # ops run layer by layer (mix_in_bn, share_pools): never a statistics-only forward
+    layerwise = [0, 0]  # ops run layer by layer (mix_in_bn, share_pools): computing forwards, statistics forwards
     token = _LAYERWISE_CALLS.set(layerwise)
     try:
         fn()
@@ -597,4 +610,4 @@ def count_op_calls(supernet: nn.Module, fn: Callable[[], object], statistics: bo
         _LAYERWISE_CALLS.reset(token)
         for h in handles:
             h.remove()
-    return calls + (0 if statistics else layerwise[0])
+    return calls + layerwise[1 if statistics else 0]

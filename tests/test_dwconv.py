@@ -125,3 +125,17 @@ def test_the_hessian_runs_the_stock_convolution():
         net.configure(fast_depthwise=fast)
         values.append(arch_hessian(net, arch, [batch], method="lanczos", iters=5)["eigenvalue"])
     assert values[0] == values[1]
+
+
+def test_autocast_runs_the_stock_convolution():
+    """amp=bf16: the stock op under autocast (its casts and their backward), so the gradients reach the float32
+    parameters in float32, as without the option."""
+    torch.manual_seed(4)
+    conv = DepthwiseConv2d(8, 5, 1, 2)
+    conv.fast_grads = True
+    x = torch.randn(2, 8, 8, 8, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv(x)
+    assert y.dtype == torch.bfloat16
+    gx, gw = torch.autograd.grad(y.float().sum(), (x, conv.weight))
+    assert gx.dtype == gw.dtype == torch.float32

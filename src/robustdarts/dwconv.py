@@ -15,8 +15,8 @@ Which gradient takes which road is decided by the shape alone (``_direct``: meas
 timing, so a run computes the same floats every time and resumes bit-exactly. The values are those of the stock
 backward up to float summation order (tests/test_dwconv.py: gradcheck in float64 and the stock gradients in
 float32 for every op shape of the spaces). Off by default; ``Supernet.configure(fast_depthwise=True)`` turns it on
-(the config field of that name, chosen by speed.py). Inside torch.func transforms (the Hessian's HVPs) the stock
-convolution runs: a custom autograd function there would need rules of its own for each transform.
+(the config field of that name, chosen by speed.py). Inside torch.func transforms (the Hessian's HVPs) and under
+autocast (``amp``) the stock convolution runs: a custom autograd function there would need rules of its own.
 """
 
 from __future__ import annotations
@@ -109,8 +109,9 @@ class DepthwiseConv2d(nn.Conv2d):
         super().__init__(C, C, kernel_size, stride, padding, dilation=dilation, groups=C, bias=False)
 
     def forward(self, x):
-        if not self.fast_grads or not torch.is_grad_enabled() or _under_torch_func() or x.dim() != 4:
-            return super().forward(x)
+        if (not self.fast_grads or not torch.is_grad_enabled() or _under_torch_func() or x.dim() != 4
+                or torch.is_autocast_enabled(x.device.type)):
+            return super().forward(x)  # autocast (amp): its own casts and their backward, as the stock op
         (k, kw), (s, sw), (p, pw), (d, dw) = self.kernel_size, self.stride, self.padding, self.dilation
         if k != kw or s != sw or p != pw or d != dw or 2 * p > d * (k - 1):
             return super().forward(x)

@@ -259,7 +259,7 @@ def test_import_is_cheap_and_help_reads_as_documentation():
         assert part in doc, part
 
 
-def test_bench_run_and_report_from_python(tmp_path):
+def test_bench_run_and_report_from_python(tmp_path, capsys):
     grid = {"name": "api-test", "methods": ["darts"], "spaces": ["s3"], "datasets": ["synthetic"], "seeds": [0],
             "search": {**{k: v for k, v in TINY.items() if k != "seed"}, "hessian_every": 0},
             "measure": {"eigenvalue_batches": 1},
@@ -267,8 +267,11 @@ def test_bench_run_and_report_from_python(tmp_path):
     with pytest.raises(RobustDartsError, match="unknown key 'bogus'"):
         robustdarts.bench.run({**grid, "bogus": 1}, out=tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
-    summary = robustdarts.bench.run(grid, out=tmp_path / "grid", workers=1, threads=1)
+    capsys.readouterr()
+    summary = robustdarts.bench.run(grid, out=tmp_path / "grid", workers=1, threads=1, progress=True)
     assert (summary.done, summary.failed) == (1, 0)
+    said = capsys.readouterr().err.splitlines()  # one line per cell (bench/live.py CellLines), as it ends
+    assert [re.sub(r"\d+m\d\ds$", "T", line) for line in said] == ["[1/1] done darts · s3 · synthetic · seed 0 in T"]
     text = robustdarts.bench.report(tmp_path / "grid")
     assert text.startswith("# Benchmark report: api-test") and "| darts | 1 |" in text
     rows = json.loads(robustdarts.bench.report(tmp_path / "grid", format="json"))

@@ -37,6 +37,7 @@ def isolated(tmp_path, monkeypatch):
     """The decode cache under this test's folder, no decoded set remembered from another test, no run locked."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(own, "_MEMO", {})
+    monkeypatch.setattr(own, "_LISTINGS", {})
     monkeypatch.setattr(runs_module, "_LOCKS", {})
 
 

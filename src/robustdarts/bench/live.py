@@ -1,4 +1,5 @@
-"""The live view of a running grid (rich): cells done / running / failed, the ETA, and each running cell's epoch.
+"""The live view of a running grid (rich): cells done / running / failed, the ETA, and each running cell's epoch;
+and its plain sibling for ``robustdarts.bench.run`` from Python, one line per finished cell.
 
 It reads only the store and the running cells' metrics.jsonl, so it shows the same picture whichever backend
 runs the cells. The ETA weighs cells by their planned cost (bench plan), so a long Λ-DARTS search and a short
@@ -9,6 +10,7 @@ session).
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -25,6 +27,12 @@ def _duration(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     h, rest = divmod(seconds, 3600)
     return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def cell_label(cell) -> str:
+    """method [variant] · space · dataset · seed N: a cell as the live view and the line report name it."""
+    return (f"{cell.method}{f' [{cell.variant}]' if cell.variant else ''} · {cell.space} · {cell.dataset} · "
+            f"seed {cell.seed}")
 
 
 class LiveView:
@@ -96,8 +104,41 @@ class LiveView:
             row, cell = rows.get(planned_cell.cell_id), ids.get(planned_cell.cell_id)
             if row is None or row["status"] != "running" or cell is None:
                 continue
-            running.add_row(f"{cell.method}{f' [{cell.variant}]' if cell.variant else ''} · {cell.space} · "
-                            f"{cell.dataset} · seed {cell.seed}",
-                            (steps.get(cell.cell_id) or progress(cell, self.out)).phase,
+            running.add_row(cell_label(cell), (steps.get(cell.cell_id) or progress(cell, self.out)).phase,
                             _duration(now - (row["started"] or now)))
         return Group(head, running) if running.row_count else head
+
+
+class CellLines:
+    """``monitor`` of ``run_grid`` for ``robustdarts.bench.run``: one plain line on ``stream`` (stderr by default) as
+    each cell of this run ends, ``[3/8] done darts · s3 · cifar10 · seed 0 in 4m12s`` (failed: with the reason),
+    fit for a notebook or a log, where the live view's redrawn frames are noise. A cell has ended in this run when it
+    is done or failed and its end time is not before the run began, or (another host's clock) its status, attempts
+    or end time changed since the first call: so a cell retried with retry_failed is reported when its new attempt
+    ends, never at once for its old failure, and one that ended before the first call is not missed."""
+
+    def __init__(self, stream=None):
+        self.stream = stream
+        self.first: dict[str, tuple | None] | None = None  # cell id -> (status, attempts, finished) at the first call
+        self.reported: set[str] = set()
+
+    def __call__(self, store: Store, todo: list, started: float) -> None:
+        marks = store.cell_marks()
+        if self.first is None:
+            self.first = {c.cell_id: _key(marks.get(c.cell_id)) for c in todo}
+        for cell in todo:
+            mark = marks.get(cell.cell_id)
+            if cell.cell_id in self.reported or mark is None or mark["status"] not in ("done", "failed"):
+                continue
+            if (mark["finished"] or 0) < started and self.first.get(cell.cell_id) == _key(mark):
+                continue  # its last end came before this run (a failure that retry_failed has not restarted yet)
+            self.reported.add(cell.cell_id)
+            took = f" in {_duration(mark['finished'] - mark['started'])}" if mark["finished"] and mark["started"] \
+                else ""
+            why = f": {mark['error']}" if mark["status"] == "failed" and mark["error"] else ""
+            print(f"[{len(self.reported)}/{len(todo)}] {mark['status']} {cell_label(cell)}{took}{why}",
+                  file=self.stream or sys.stderr, flush=True)
+
+
+def _key(mark: dict | None) -> tuple | None:
+    return None if mark is None else (mark["status"], mark["attempts"], mark["finished"])

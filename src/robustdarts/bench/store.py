@@ -189,6 +189,7 @@ class Store:
                 inside(self.dir, folder, f"the grid's {folder} folder")
         self.dir.mkdir(parents=True, exist_ok=True)
         self._conn = None
+        self._planned: tuple[tuple, dict[str, list[str]]] | None = None  # (the plan's stored text, it parsed)
         try:
             self._open(create, scan)
         except BaseException:
@@ -312,7 +313,9 @@ class Store:
             db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
     def meta(self, key: str, default: Any = None) -> Any:
-        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return self._meta_value(key, self._query("SELECT value FROM meta WHERE key = ?", (key,)), default)
+
+    def _meta_value(self, key: str, rows: list[sqlite3.Row], default: Any) -> Any:
         if not rows:
             return default
         try:
@@ -378,7 +381,10 @@ class Store:
         return all(units.get((c.cell_id, k.label)) == k.unit_id for c in cells for k in c.conditions)
 
     def plan(self) -> list[tuple[str, list[str]]]:
-        plan = self.meta("plan", [])
+        return self._plan_of(self._query("SELECT value FROM meta WHERE key = 'plan'"))
+
+    def _plan_of(self, rows: list[sqlite3.Row]) -> list[tuple[str, list[str]]]:
+        plan = self._meta_value("plan", rows, [])
         if not all(isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], list)
                    and all(isinstance(label, str) for label in p[1]) for p in plan):
             raise self._damaged("its meta entry 'plan' is not a list of [cell id, [condition labels]]")
@@ -386,8 +392,18 @@ class Store:
 
     def still_planned(self, cell_id: str, units: Mapping[str, str]) -> bool:
         """Whether the registered plan plans ``cell_id`` with exactly the conditions ``units`` (label -> unit id):
-        what a cell's runner checks before each write (the plan's version, as far as this cell is concerned)."""
-        labels = dict(self.plan()).get(cell_id)
+        what a cell's runner checks before each write (the plan's version, as far as this cell is concerned).
+
+        The plan is parsed once per stored text: parsing and checking a large grid's plan (about 1 ms per thousand
+        cells) at every write cost more than the write, while reading the text and comparing it with the last one
+        costs microseconds. The text itself is the key, not the file's times or size: the plan is a row of the
+        store, and a commit in WAL mode leaves the main file as it is until a checkpoint, so a plan that another
+        process replaced is still seen at the next write."""
+        rows = self._query("SELECT value FROM meta WHERE key = 'plan'")
+        text = tuple(r["value"] for r in rows)
+        if self._planned is None or self._planned[0] != text:
+            self._planned = (text, dict(self._plan_of(rows)))
+        labels = self._planned[1].get(cell_id)
         if labels is None or set(labels) != set(units):
             return False
         stored = {r["condition"]: r["unit_id"] for r in
@@ -448,6 +464,12 @@ class Store:
     # ---- reading ------------------------------------------------------------------------------------------------
     def cell_status(self) -> dict[str, str]:
         return {r["cell_id"]: r["status"] for r in self._select("SELECT cell_id, status FROM cells")}
+
+    def cell_marks(self) -> dict[str, dict]:
+        """cell id -> status, attempts, started, finished and error: what a cell's start and end change, without
+        the heavy columns (bench.run's line report reads them twice a second)."""
+        return {r["cell_id"]: r for r in
+                self._select("SELECT cell_id, status, attempts, started, finished, error FROM cells")}
 
     def condition_status(self, cell_id: str) -> dict[str, str]:
         return {r["condition"]: r["status"] for r in

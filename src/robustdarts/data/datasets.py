@@ -156,7 +156,10 @@ def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | 
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise RobustDartsError(f"{arg} must be a positive integer, got {value!r}.")
     if user:
-        return _limited(ImageSet(*own.load(name, split, image_size, skip_bad_images)), split, limit, seed, image_size)
+        # The subset is chosen before resizing, by the rule of _limited: the same images and pixels, and a 200-image
+        # limit on a large folder resizes 200 images, not the folder (the decode cache holds them at full size).
+        return ImageSet(*own.load(name, split, image_size, skip_bad_images,
+                                  lambda count: _chosen(count, own.canonical_name(name), split, limit, seed)))
     info = _INFO[key]
     if data_dir is not None:  # given and wrong is a mistake to name, not a folder to skip in the look-up
         folder = Path(data_dir).expanduser()
@@ -182,17 +185,23 @@ def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | 
 
 def _limited(dataset: ImageSet, split: str, limit: int | None, seed: int, image_size: int | None) -> ImageSet:
     """The seeded ``limit`` subset (in index order) at ``image_size``: the same rule for every source."""
-    key = dataset.name
-    if limit is not None and limit > len(dataset):
-        field = "limit_images" if split == "train" else "limit_test"
-        raise RobustDartsError(f"{field} is {limit}, but the {key} {split} set has only {len(dataset)} images; lower "
-                               f"it, or leave it unset to use them all.")
-    if limit is not None and limit < len(dataset):
-        keep = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:limit]
-        dataset = dataset.subset(keep.sort().values)
+    keep = _chosen(len(dataset), dataset.name, split, limit, seed)
+    if keep is not None:
+        dataset = dataset.subset(keep)
     if image_size is not None and image_size != dataset.size:
         dataset.images = resize_images(dataset.images, image_size)
     return dataset
+
+
+def _chosen(count: int, name: str, split: str, limit: int | None, seed: int) -> Tensor | None:
+    """The positions (in index order) of the seeded ``limit`` subset of ``count`` images, None for all of them."""
+    if limit is not None and limit > count:
+        field = "limit_images" if split == "train" else "limit_test"
+        raise RobustDartsError(f"{field} is {limit}, but the {name} {split} set has only {count} images; lower "
+                               f"it, or leave it unset to use them all.")
+    if limit is None or limit == count:
+        return None
+    return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:limit].sort().values
 
 
 def resize_images(images: Tensor, size: int, chunk: int = 4096) -> Tensor:

@@ -1,0 +1,313 @@
+"""Work done once where it used to be done at every look-up, with the results of doing it every time.
+
+- A ``folder:PATH`` is walked once for the several look-ups of one start (it was walked five times), and walked
+  again when it changed: an image added, or rewritten in place, between two runs of one Python session.
+- ``limit_images`` picks its subset before the images are resized (only the chosen ones are), the same images and
+  pixels as resizing the whole split first.
+- A cell runner's guarded writes parse the store's plan once, and still see a plan that another process replaced.
+- ``robustdarts.bench.run``'s line per finished cell (``CellLines``), and when it is on.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import robustdarts
+from robustdarts import runs as runs_module
+from robustdarts.bench import Store, grid_from_dict, make_plan
+from robustdarts.bench import store as store_module
+from robustdarts.bench.live import CellLines
+from robustdarts.bench.store import units_of
+from robustdarts.data import load_dataset, own
+from robustdarts.errors import RobustDartsError
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """The decode cache under this test's folder; nothing decoded or listed remembered from another test."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(own, "_MEMO", {})
+    monkeypatch.setattr(own, "_LISTINGS", {})
+    monkeypatch.setattr(runs_module, "_LOCKS", {})
+
+
+def image(rng, size: tuple[int, int], gray: bool) -> np.ndarray:
+    return rng.integers(0, 256, (*size, 1 if gray else 3), dtype=np.uint8)[..., 0 if gray else slice(None)]
+
+
+def folder(root: Path, sizes=((10, 10),), per_class: int = 8, split: bool = True, seed: int = 0) -> None:
+    """Two classes of PNG images of noise, cycling through ``sizes`` (H, W) and gray / RGB."""
+    rng = np.random.default_rng(seed)
+    for part in ("train", "test") if split else ("",):
+        for name in ("a", "b"):
+            for i in range(per_class if part != "test" else 3):
+                path = root / part / name / f"{i:02d}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(image(rng, sizes[i % len(sizes)], gray=i % 3 == 0)).save(path)
+
+
+def settle(root: Path) -> int:
+    """Every file and directory under ``root`` a minute old, as a user's folder is, changed long before a run (one
+    changed in the last SETTLED_NS is listed at every look-up, as before); returns that time."""
+    past = time.time_ns() - 60 * 10 ** 9
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            os.utime(Path(dirpath) / name, ns=(past, past))
+        os.utime(dirpath, ns=(past, past))
+    return past
+
+
+def count_scans(monkeypatch) -> list:
+    calls = []
+    scan = own._scan
+
+    def counted(root):
+        calls.append(root)
+        return scan(root)
+
+    monkeypatch.setattr(own, "_scan", counted)
+    return calls
+
+
+# ---- listing a folder -------------------------------------------------------------------------------------------
+def test_one_search_start_lists_a_folder_once_and_a_changed_folder_again(tmp_path, monkeypatch):
+    data = tmp_path / "mine"
+    folder(data)
+    settle(data)
+    scans = count_scans(monkeypatch)
+    tiny = dict(epochs=1, batch_size=8, init_channels=4, layers=3, image_size=8, leakage_every=0)
+    robustdarts.search("s3", "darts", dataset=f"folder:{data}", out=tmp_path / "one", **tiny)
+    assert len(scans) == 1  # config, memory check, info, training split, data.json: five walks before
+    assert json.loads((tmp_path / "one" / "data.json").read_text())["train_images"] == 16
+
+    # An image added between two runs of one session: the next run lists the folder anew and trains on it.
+    Image.fromarray(image(np.random.default_rng(9), (10, 10), gray=False)).save(data / "train" / "a" / "99.png")
+    robustdarts.search("s3", "darts", dataset=f"folder:{data}", out=tmp_path / "two", **tiny)
+    assert json.loads((tmp_path / "two" / "data.json").read_text())["train_images"] == 17
+    assert len(scans) > 1
+
+
+def test_a_remembered_listing_notices_images_rewritten_added_and_removed(tmp_path, monkeypatch):
+    data = tmp_path / "mine"
+    folder(data, split=False)
+    past = settle(data)
+    scans = count_scans(monkeypatch)
+    name = f"folder:{data}"
+    first = own.decoded(name)
+    assert own.decoded(name) is first and len(scans) == 1  # unchanged: neither walked nor decoded again
+
+    # Rewritten in place, as a re-run export script writes it: no directory changes, the image's time does.
+    target = data / "a" / "00.png"
+    Image.fromarray(np.full((10, 10), 7, dtype=np.uint8)).save(target)
+    os.utime(target, ns=(past - 10 ** 9, past - 10 ** 9))
+    assert (data / "a").stat().st_mtime_ns == past
+    rewritten = own.decoded(name)
+    assert len(scans) == 2 and rewritten.key != first.key
+    assert (rewritten.pixels[:300] == 7).all()  # the first image, gray in an RGB set: 10 x 10 x 3
+    assert own.decoded(name) is rewritten and len(scans) == 2
+
+    # A file that is no image (counted in the listing, said in the notes): only its directory's time tells.
+    (data / "b" / "notes.txt").write_text("not an image\n")
+    own.decoded(name)
+    assert len(scans) == 3
+    settle(data)
+    own.decoded(name)
+    own.decoded(name)
+    assert len(scans) == 4
+    (data / "b" / "07.png").unlink()
+    assert len(own.decoded(name).labels) == 15 and len(scans) == 5
+
+
+def test_a_folder_changed_just_before_its_scan_is_listed_at_each_look_up(tmp_path, monkeypatch):
+    """A change in the same clock tick as one before the scan keeps every time as it was (here: the directory's
+    time put back): a folder changed in the last SETTLED_NS is not remembered, so the next look-up still sees it."""
+    data = tmp_path / "mine"
+    folder(data, split=False)
+    scans = count_scans(monkeypatch)
+    name = f"folder:{data}"
+    assert len(own.decoded(name).labels) == 16
+    before = (data / "a").stat().st_mtime_ns
+    Image.fromarray(image(np.random.default_rng(1), (10, 10), gray=True)).save(data / "a" / "50.png")
+    os.utime(data / "a", ns=(before, before))
+    assert len(own.decoded(name).labels) == 17 and len(scans) == 2
+
+
+# ---- limit_images before resizing -------------------------------------------------------------------------------
+@pytest.mark.parametrize("split_folder", [True, False], ids=["train-test", "held-out"])
+def test_limit_picks_before_resizing_the_same_images_and_pixels(tmp_path, monkeypatch, split_folder):
+    """Against the full-resize path (every image of the split resized, then the seeded subset taken, the rule of
+    datasets._limited ported here), for shrinking (area), growing (bilinear), non-square and mixed sizes, gray and
+    RGB: the same pixels and labels; and only the chosen images are resized."""
+    data = tmp_path / "mine"
+    folder(data, sizes=((10, 10), (13, 9), (16, 16), (10, 10), (12, 20)), per_class=14, split=split_folder)
+    name = f"folder:{data}"
+    whole = own.decoded(name)
+    resized = []
+    resize = own._resize
+
+    def counted(images, side):
+        resized.append(len(images))
+        return resize(images, side)
+
+    monkeypatch.setattr(own, "_resize", counted)
+    for split, side, limit, seed in (("train", 8, 5, 0), ("train", 12, 11, 3), ("train", 16, 17, 1),
+                                     ("test", 8, 3, 2), ("train", 10, None, 0)):
+        keep = whole.test if split == "test" else ~whole.test
+        count = int(keep.sum())
+        full = whole.images(split, side)  # every image of the split resized, as before
+        labels = torch.from_numpy(whole.labels[keep])
+        if limit is not None:
+            chosen = torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+            full, labels = full[chosen], labels[chosen]
+        resized.clear()
+        got = load_dataset(name, split, image_size=side, limit=limit, seed=seed)
+        assert torch.equal(got.images, full) and torch.equal(got.labels, labels), (split, side, limit)
+        at_side = sum(int(h == w == side) for h, w in whole.shapes[np.flatnonzero(keep)].tolist())
+        if limit is None:
+            assert sum(resized) == count - at_side
+        else:  # resizing first resized count - at_side images
+            assert sum(resized) <= limit < count - at_side, (split, side, resized)
+    with pytest.raises(RobustDartsError, match=rf"limit_images is 99, but the folder:{data.resolve()} train set has "
+                                               rf"only {int((~whole.test).sum())} images"):
+        load_dataset(name, "train", image_size=8, limit=99)
+
+
+def test_limit_on_one_size_gives_the_same_images_as_the_full_split(tmp_path):
+    """One size stored in order: the split's images are a view of the decoded buffer; a subset of them too."""
+    data = tmp_path / "mine"
+    folder(data, sizes=((12, 12),), per_class=10)
+    name = f"folder:{data}"
+    full = load_dataset(name, "train")  # at the native 12 x 12: nothing resized
+    for limit, seed in ((7, 0), (19, 5)):
+        chosen = torch.randperm(len(full), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+        got = load_dataset(name, "train", limit=limit, seed=seed)
+        assert torch.equal(got.images, full.images[chosen]) and torch.equal(got.labels, full.labels[chosen])
+        assert torch.equal(load_dataset(name, "train", image_size=8, limit=limit, seed=seed).images,
+                           load_dataset(name, "train", image_size=8).images[chosen])
+
+
+# ---- the store's plan -------------------------------------------------------------------------------------------
+SIZES = {"batch_size": 8, "init_channels": 4, "layers": 3, "image_size": 8, "limit_images": 32}
+GRID = {"name": "lookups", "methods": ["darts"], "spaces": ["s3"], "datasets": ["synthetic"], "seeds": [0, 1],
+        "search": {"epochs": 1, "leakage_every": 0, **SIZES}, "train": {"epochs": 1, "limit_test": 16, **SIZES}}
+OTHER = {**GRID, "name": "other", "conditions": ["default", "selective-stop"]}  # the same cells, more conditions
+
+
+def test_guarded_writes_parse_the_plan_once_and_see_a_plan_replaced_elsewhere(tmp_path, monkeypatch):
+    plan, other = make_plan(grid_from_dict(GRID)), make_plan(grid_from_dict(OTHER))
+    parsed = []
+    loads = json.loads
+
+    def counted(text, *args, **kwargs):
+        value = loads(text, *args, **kwargs)
+        parsed.extend([value] if isinstance(value, list) else [])  # the plan is the one list in meta
+        return value
+
+    with Store(tmp_path, create=True) as store:
+        store.register(plan.grid.to_dict(), plan.cells)
+        monkeypatch.setattr(store_module, "json", SimpleNamespace(loads=counted, dumps=json.dumps))
+        first, second = plan.cells
+        store.start_cell(first.cell_id, units_of(first))
+        store.start_condition(first.cell_id, first.conditions[0].label, units_of(first))
+        store.start_cell(second.cell_id, units_of(second))
+        assert store.still_planned(first.cell_id, units_of(first))
+        assert len(parsed) == 1  # four guarded checks, one parse (one per check before)
+
+        # Another process registers another grid's plan: WAL mode leaves the main file's times and size as they
+        # were, and the next guarded write is refused all the same.
+        stat = store.path.stat()
+        with Store(tmp_path) as elsewhere:
+            elsewhere.register(other.grid.to_dict(), other.cells)
+        parsed.clear()
+        assert (store.path.stat().st_mtime_ns, store.path.stat().st_size) == (stat.st_mtime_ns, stat.st_size)
+        with pytest.raises(store_module.PlanReplaced):
+            store.finish_condition(first.cell_id, first.conditions[0].label, "done", units=units_of(first))
+        assert store.still_planned(first.cell_id, units_of(other.cells[0]))
+        assert len(parsed) == 1  # the new plan, parsed once for the refused write and the check after it
+
+        # A plan of the same length, edited by hand elsewhere: a label of the cell renamed.
+        raw = sqlite3.connect(store.path)
+        text = raw.execute("SELECT value FROM meta WHERE key = 'plan'").fetchone()[0]
+        label = first.conditions[0].label
+        renamed = json.dumps([[c, [("X" * len(label) if x == label else x) for x in labels]]
+                              for c, labels in loads(text)])
+        assert len(renamed) == len(text)
+        with raw:
+            raw.execute("UPDATE meta SET value = ? WHERE key = 'plan'", (renamed,))
+        raw.close()
+        assert not store.still_planned(first.cell_id, units_of(other.cells[0]))
+
+
+# ---- bench.run's progress -------------------------------------------------------------------------------------
+def cell(cell_id: str, seed: int) -> SimpleNamespace:
+    return SimpleNamespace(cell_id=cell_id, method="darts", variant="", space="s3", dataset="synthetic", seed=seed)
+
+
+class FakeStore:
+    def __init__(self):
+        self.marks: dict[str, dict] = {}
+
+    def set(self, cell_id, status, attempts, started=None, finished=None, error=None):
+        self.marks[cell_id] = dict(cell_id=cell_id, status=status, attempts=attempts, started=started,
+                                   finished=finished, error=error)
+
+    def cell_marks(self):
+        return {k: dict(v) for k, v in self.marks.items()}
+
+
+def test_cell_lines_report_each_cell_once_as_it_ends_in_this_run():
+    """Run started at t=100. A failed before (retry_failed), B pending, C running, D done before the first call."""
+    todo = [cell("A", 0), cell("B", 1), cell("C", 2), cell("D", 3)]
+    store, out = FakeStore(), io.StringIO()
+    lines = CellLines(out)
+    store.set("A", "failed", 1, 40.0, 50.0, "old failure")
+    store.set("B", "pending", 0)
+    store.set("C", "running", 3, 90.0)
+    store.set("D", "done", 1, 100.5, 101.0)
+    said = []
+
+    def tick():
+        lines(store, todo, 100.0)
+        said.extend(out.getvalue().splitlines()[len(said):])
+
+    tick()
+    assert said == ["[1/4] done darts · s3 · synthetic · seed 3 in 0m00s"]  # ended in this run, before the call
+    store.set("B", "done", 1, 105.0, 110.0)
+    tick()
+    assert said[1:] == ["[2/4] done darts · s3 · synthetic · seed 1 in 0m05s"]  # A's old failure never reported
+    store.set("A", "running", 2, 111.0)
+    store.set("C", "failed", 3, 90.0, 215.0, "diverged: loss is nan")
+    tick()
+    assert said[2:] == ["[3/4] failed darts · s3 · synthetic · seed 2 in 2m05s: diverged: loss is nan"]
+    store.set("A", "failed", 2, 111.0, 112.0, "again")
+    tick()
+    tick()
+    assert said[3:] == ["[4/4] failed darts · s3 · synthetic · seed 0 in 0m01s: again"]
+
+
+def test_bench_run_progress_is_on_for_a_terminal_or_when_asked(monkeypatch):
+    from robustdarts.bench import backends
+
+    given = []
+    monkeypatch.setattr(backends, "run_grid", lambda *args, monitor=None: given.append(monitor))
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stderr, progress, on in ((io.StringIO(), None, False), (Terminal(), None, True), (Terminal(), False, False),
+                                 (io.StringIO(), True, True)):
+        monkeypatch.setattr("sys.stderr", stderr)
+        robustdarts.bench.run(GRID, out="unused", workers=1, threads=1, progress=progress)
+        assert isinstance(given[-1], CellLines) if on else given[-1] is None, (stderr, progress)

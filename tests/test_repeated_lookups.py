@@ -119,7 +119,7 @@ def test_a_remembered_listing_notices_images_rewritten_added_and_removed(tmp_pat
 
     # A file that is no image (counted in the listing, said in the notes): only its directory's time tells.
     (data / "b" / "notes.txt").write_text("not an image\n")
-    own.decoded(name)
+    assert own.decoded(name).meta["ignored"] == 1  # said as the folder is now (the images' cache is unchanged)
     assert len(scans) == 3
     settle(data)
     own.decoded(name)

@@ -171,6 +171,9 @@ def decoded(name: str) -> Decoded:
             if not data.meta["skipped"]:  # with unreadable images, only once skipping them is asked for
                 _write_cache(data)
         _MEMO[key] = data
+    # What the folder holds besides its images is not in the content key (a note added beside them changes no
+    # image): it is said as the folder is now, not as it was when the images were decoded.
+    _MEMO[key].meta.update(ignored=sum(listing.ignored.values()), ignored_kinds=dict(listing.ignored))
     return _MEMO[key]
 
 

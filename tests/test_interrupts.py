@@ -25,6 +25,13 @@ def _env(**extra) -> dict:
     return {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1", **extra}
 
 
+def _foreground() -> None:
+    """A child's SIGINT as a terminal's foreground job has it, whatever this test process inherited: pytest started
+    as a background job of a non-interactive shell (``pytest &``) has SIGINT ignored, and its children would inherit
+    that and never see the Ctrl-C these tests send."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _wait_for(condition, seconds: float, what: str) -> None:
     deadline = time.time() + seconds
     while not condition():
@@ -68,7 +75,8 @@ def test_ctrl_c_of_a_grid_starts_no_new_cell_exits_130_with_the_command_and_the_
     out = tmp_path / "out"
     command = [sys.executable, "-m", "robustdarts", "bench", "run", str(grid), "--out", str(out), "--workers", "1",
                "--threads", "1", "--json"]
-    driver = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    driver = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=_foreground)
     try:
         _wait_for(lambda: list(out.glob("cells/*/metrics.jsonl")) or driver.poll() is not None, 300,
                   "the first cell's first epoch")
@@ -106,7 +114,7 @@ def _ddp_search(out: Path, tmp: Path, background: bool = False, session: bool = 
     args = [sys.executable, "-m", "robustdarts", "search", "--space", "s3", "--dataset", "synthetic", "--nproc", "2",
             "--out", str(out), "--no-progress"]
     args += [a for k, v in {**SIZES, "epochs": 50}.items() for a in ("--set", f"{k}={v}")]
-    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if background else None
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if background else _foreground
     return subprocess.Popen(args, env=_env(TMPDIR=str(tmp)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, preexec_fn=ignore, start_new_session=session)
 

@@ -5,10 +5,13 @@
 
 For every depthwise convolution shape of the DARTS supernet (tiny: C=8, batch 32, 16x16; standard: C=16, batch 64,
 32x32; the widths and sides of each stage; sep_conv 3x3/5x5 and dil_conv 3x3/5x5 at stride 1 and 2): the forward
-time, and for each gradient (input, weight) the stock backward (``aten.convolution_backward`` asked for that
-gradient alone) against the direct formula of dwconv.py, with the ratio and the road that ``dwconv._direct``
-chooses for the shape. The rule was read off these figures: a direct road is taken only where it measured faster
-here. Medians of ``--repeat`` calls, channels-last tensors (the CPU default), one thread unless told.
+time; for each gradient (input, weight) the stock backward (``aten.convolution_backward`` asked for that gradient
+alone) against the direct formula of dwconv.py; then what decides (a weight step needs both gradients, which the
+stock backward computes in one call, cheaper than its two one-gradient calls): ``DepthwiseConv2d`` forward +
+backward of both with ``fast_grads`` off ('layer') and on ('fast'), and whether ``dwconv._direct`` takes the direct
+road for the shape. The rule was read off the 'fast / layer' column: the direct road is taken only where it measured
+faster here. Medians of ``--repeat`` calls, channels-last tensors (the CPU default), one thread unless told.
+Single calls of tiny kernels vary by 10-30% from run to run here; the rule keeps to the clear cases.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from robustdarts.dwconv import _direct, _input_grad, _weight_grad
+from robustdarts.dwconv import DepthwiseConv2d, _direct, _input_grad, _weight_grad
 
 
 def median_us(fn, repeat: int) -> float:
@@ -54,8 +57,8 @@ def main() -> None:
     print(f"depthwise convolution gradients, stock backward vs direct (dwconv.py); {torch.get_num_threads()} "
           f"thread(s), channels-last, median of {args.repeat}; load average {os.getloadavg()[0]:.1f}")
     print(f"{'size':9s} {'B':>3s} {'C':>3s} {'side':>4s} {'k':>2s} {'s':>2s} {'d':>2s} {'fwd us':>7s} | "
-          f"{'dx stock':>8s} {'direct':>7s} {'ratio':>5s} {'rule':>6s} | {'dw stock':>8s} {'direct':>7s} "
-          f"{'ratio':>5s} {'rule':>6s}")
+          f"{'dx stock':>8s} {'direct':>7s} {'ratio':>5s} | {'dw stock':>8s} {'direct':>7s} {'ratio':>5s} | "
+          f"{'both':>7s} {'layer':>7s} {'fast':>7s} {'ratio':>5s} {'rule':>6s}")
     totals = {"stock": 0.0, "rule": 0.0}
     for size, (batch, C, side) in (("tiny", (32, 8, 16)), ("standard", (64, 16, 32))):
         for B, c, s, k, stride, d in shapes(batch, C, side):
@@ -73,15 +76,30 @@ def main() -> None:
                            args.repeat)
             dx = median_us(lambda: _input_grad(g, w, x.shape, stride, pad, d), args.repeat)
             dw = median_us(lambda: _weight_grad(x, g, w.shape, stride, pad, d), args.repeat)
-            rx, rw = _direct(k, stride, d, *y.shape[-2:])
-            totals["stock"] += fwd + sx + sw
-            totals["rule"] += fwd + (dx if rx else sx) + (dw if rw else sw)
+            road = "direct" if _direct(k, stride, d, *y.shape[-2:]) else "stock"
+            # Both gradients (a weight step): the stock backward computes them in one call, which costs less than
+            # its two one-gradient calls; the layer's own forward + backward, whichever roads it takes.
+            both = median_us(lambda: torch.ops.aten.convolution_backward(g, x, w, None, *args_, [True, True, False]),
+                             args.repeat)
+            layer = DepthwiseConv2d(c, k, stride, pad, dilation=d).to(memory_format=torch.channels_last)
+            layer.weight.data.copy_(w)
+            xr = x.clone().requires_grad_()
+
+            def fwd_bwd(fast: bool) -> None:
+                layer.fast_grads = fast
+                torch.autograd.grad(layer(xr), (xr, layer.weight), g)
+
+            plain, fast = median_us(lambda: fwd_bwd(False), args.repeat), median_us(lambda: fwd_bwd(True), args.repeat)
+            totals["stock"] += plain
+            totals["rule"] += fast
             print(f"{size:9s} {B:3d} {c:3d} {s:4d} {k:2d} {stride:2d} {d:2d} {fwd:7.0f} | {sx:8.0f} {dx:7.0f} "
-                  f"{dx / sx:5.2f} {'direct' if rx else 'stock':>6s} | {sw:8.0f} {dw:7.0f} {dw / sw:5.2f} "
-                  f"{'direct' if rw else 'stock':>6s}")
-    print(f"all shapes once, forward + both gradients: stock {totals['stock'] / 1e3:.1f} ms, the rule's roads "
-          f"{totals['rule'] / 1e3:.1f} ms ({totals['rule'] / totals['stock']:.2f}x); ratio = direct / stock (below 1: "
-          f"the direct formula is faster); load average now {os.getloadavg()[0]:.1f}")
+                  f"{dx / sx:5.2f} | {sw:8.0f} {dw:7.0f} {dw / sw:5.2f} | {both:7.0f} {plain:7.0f} {fast:7.0f} "
+                  f"{fast / plain:5.2f} {road:>6s}")
+    print(f"all shapes once, the layer's forward + both gradients: stock {totals['stock'] / 1e3:.1f} ms, "
+          f"fast_depthwise {totals['rule'] / 1e3:.1f} ms ({totals['rule'] / totals['stock']:.2f}x); ratio = direct / "
+          f"stock (below 1: the direct formula is faster); 'both': the stock backward of both gradients in one call; "
+          f"'layer' / 'fast': DepthwiseConv2d forward + backward of both without / with fast_grads; load average now "
+          f"{os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

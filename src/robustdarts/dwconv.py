@@ -1,7 +1,7 @@
 """Depthwise convolutions whose gradients are computed as forward convolutions where that is faster (CPU).
 
 The candidate ops' depthwise convolutions (sep_conv, dil_conv, LHD's convs) are most of a CPU search step, and
-their backward is most of that: oneDNN's depthwise backward took 2-30x its forward here
+their backward is most of that: oneDNN's depthwise backward took 2-70x its forward here
 (benchmarks/depthwise_grad.py), the dilated and 5x5 ones worst. Both of their gradients are convolutions too:
 
 - input gradient, stride 1: the output gradient convolved with the flipped kernel, same dilation, padding
@@ -11,8 +11,9 @@ their backward is most of that: oneDNN's depthwise backward took 2-30x its forwa
   convolution whose "images" are the (channel, image) pairs and whose kernels are the output gradients
   (stride and dilation swap roles), summed over the images.
 
-Which gradient takes which road is decided by the shape alone (``_direct``: measured on this CPU), never by
-timing, so a run computes the same floats every time and resumes bit-exactly. The values are those of the stock
+Which convolutions take this road is decided by their shape alone (``_direct``: measured on this CPU, where it
+pays against the stock backward of both gradients in one call), never by timing, so a run computes the same floats
+every time and resumes bit-exactly. The values are those of the stock
 backward up to float summation order (tests/test_dwconv.py: gradcheck in float64 and the stock gradients in
 float32 for every op shape of the spaces). Off by default; ``Supernet.configure(fast_depthwise=True)`` turns it on
 (the config field of that name, chosen by speed.py). Inside torch.func transforms (the Hessian's HVPs) and under
@@ -31,15 +32,16 @@ def _under_torch_func() -> bool:
     return peek is not None and peek() is not None
 
 
-def _direct(k: int, stride: int, dilation: int, out_h: int, out_w: int) -> tuple[bool, bool]:
-    """(input gradient, weight gradient) computed as forward convolutions? From benchmarks/depthwise_grad.py on a
-    2-core x86 CPU, torch 2.13, one thread: the input gradient at stride 1 always (2-14x), at stride 2 only when
-    dilated (7-12x; undilated the spread-out gradient costs more than it saves); the weight gradient for 5x5 or
-    dilated kernels while the output is at most 16x16 (1.5-11x; beyond, oneDNN's large-kernel grouped convolution
-    is slower than its own backward), and never for 3x3 undilated kernels (stock is faster)."""
-    grad_x = stride == 1 or dilation > 1
-    grad_w = (k >= 5 or dilation > 1) and out_h * out_w <= 256
-    return grad_x, grad_w
+def _direct(k: int, stride: int, dilation: int, out_h: int, out_w: int) -> bool:
+    """Both gradients as forward convolutions? Read off benchmarks/depthwise_grad.py ('layer' against 'fast': the
+    layer's forward and backward of both gradients, as a weight step runs it; every depthwise shape of the tiny and
+    standard DARTS supernets; 2-core x86 CPU, torch 2.13, one thread): dilated kernels at either stride (0.1-0.85x,
+    most 0.2-0.5x; a dilated 3x3 at 32x32 outputs measured 0.6-1.35x, so not there), and 5x5 kernels at stride 1
+    up to 16x16 outputs (0.6-0.9x). Elsewhere the stock backward, which computes both gradients in one call, was as
+    fast or faster: 3x3 undilated kernels (0.9-1.1x), 5x5 at stride 2 (1.0x), 5x5 at 32x32 (1.0-1.4x)."""
+    if dilation > 1:
+        return k >= 5 or out_h * out_w <= 256
+    return k >= 5 and stride == 1 and out_h * out_w <= 256
 
 
 def _input_grad(g: torch.Tensor, weight: torch.Tensor, x_shape, stride: int, padding: int, dilation: int):
@@ -69,34 +71,27 @@ def _weight_grad(x: torch.Tensor, g: torch.Tensor, weight_shape, stride: int, pa
 
 
 class _DepthwiseConv(torch.autograd.Function):
+    """The stock forward; a backward of the two gradients that are asked for (an α-only backward needs the input's
+    alone), each as a forward convolution."""
+
     @staticmethod
-    def forward(ctx, x, weight, stride, padding, dilation, direct_x, direct_w):
+    def forward(ctx, x, weight, stride, padding, dilation):
         ctx.save_for_backward(x, weight)
-        ctx.conf = (stride, padding, dilation, direct_x, direct_w)
+        ctx.conf = (stride, padding, dilation)
         return F.conv2d(x, weight, None, stride, padding, dilation, weight.shape[0])
 
     @staticmethod
     def backward(ctx, g):
         x, weight = ctx.saved_tensors
-        stride, padding, dilation, direct_x, direct_w = ctx.conf
+        stride, padding, dilation = ctx.conf
         need_x, need_w = ctx.needs_input_grad[:2]
         if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
             g = g.contiguous(memory_format=torch.channels_last)
         else:
             g = g.contiguous()
-        grad_x = grad_w = None
-        if need_x and direct_x:
-            grad_x = _input_grad(g, weight, x.shape, stride, padding, dilation)
-        if need_w and direct_w:
-            grad_w = _weight_grad(x, g, weight.shape, stride, padding, dilation)
-        stock = (need_x and not direct_x, need_w and not direct_w)
-        if any(stock):
-            sx, sw, _ = torch.ops.aten.convolution_backward(
-                g, x, weight, None, [stride] * 2, [padding] * 2, [dilation] * 2, False, [0, 0], weight.shape[0],
-                [stock[0], stock[1], False])
-            grad_x = sx if stock[0] else grad_x
-            grad_w = sw if stock[1] else grad_w
-        return grad_x, grad_w, None, None, None, None, None
+        grad_x = _input_grad(g, weight, x.shape, stride, padding, dilation) if need_x else None
+        grad_w = _weight_grad(x, g, weight.shape, stride, padding, dilation) if need_w else None
+        return grad_x, grad_w, None, None, None
 
 
 class DepthwiseConv2d(nn.Conv2d):
@@ -117,7 +112,6 @@ class DepthwiseConv2d(nn.Conv2d):
             return super().forward(x)
         out_h = (x.shape[-2] + 2 * p - d * (k - 1) - 1) // s + 1
         out_w = (x.shape[-1] + 2 * p - d * (k - 1) - 1) // s + 1
-        direct_x, direct_w = _direct(k, s, d, out_h, out_w)
-        if not (direct_x or direct_w):
+        if not _direct(k, s, d, out_h, out_w):
             return super().forward(x)
-        return _DepthwiseConv.apply(x, self.weight, s, p, d, direct_x, direct_w)
+        return _DepthwiseConv.apply(x, self.weight, s, p, d)

@@ -44,9 +44,11 @@ def resolve_layout(cfg):
       reference's (against 0.75-1.0 in NCHW); off on GPUs, where it has not been measured (gpu_step.py measures
       it). Off with ``compile=ops``, which was measured in NCHW only.
     - ``share_pools``: with ``channels_last`` (5-8% fewer saved bytes, a few % faster, nothing lost).
-    - ``fast_depthwise``: with ``channels_last`` (where its shape rules were measured): the depthwise
-      convolutions' gradients as forward convolutions (dwconv.py), which took the tiny first-order step from
-      0.53 to ~0.4x the reference (benchmarks/README.md).
+    - ``fast_depthwise``: with ``channels_last`` (where its shape rule was measured): the depthwise
+      convolutions' gradients as forward convolutions where that pays (dwconv.py), which took the tiny
+      first-order step from 0.53 to 0.44-0.48x the reference and the standard one from 0.44 to 0.37x
+      (benchmarks/README.md). A TrainConfig gets ``channels_last`` and ``fast_depthwise`` by the same rule
+      (the evaluation network's step: 0.67x the stock build at tiny size, benchmarks/train_step.py).
     - ``mix_in_bn``: with ``channels_last``, except for the second-order (unrolled) step: first order it brings a
       tiny step from 0.50 to 0.48x the reference and its peak memory from 0.79 to 0.60x; second order its affine
       batch-norm backward, paid in the unrolled step's extra passes, made the step slower (0.69 against 0.64x).

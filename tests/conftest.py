@@ -73,3 +73,16 @@ def snapshot(root: Path) -> dict[str, object]:
             key = str(p.relative_to(root))
             seen[key] = ("link", os.readlink(p)) if p.is_symlink() else (None if p.is_dir() else p.read_bytes())
     return seen
+
+
+@pytest.fixture
+def own_data_isolated(tmp_path, monkeypatch):
+    """Own data (data/own.py) in isolation: the decode cache under this test's folder, no decoded set or folder
+    listing remembered from another test, no run locked."""
+    from robustdarts import runs
+    from robustdarts.data import own
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(own, "_MEMO", {})
+    monkeypatch.setattr(own, "_LISTINGS", {})
+    monkeypatch.setattr(runs, "_LOCKS", {})

@@ -32,13 +32,7 @@ TINY_TRAIN = ["--layers", "3", "--channels", "4", "--batch-size", "8", "--epochs
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    """The decode cache under this test's folder, no decoded set remembered from another test, no run locked."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(own, "_MEMO", {})
-    monkeypatch.setattr(own, "_LISTINGS", {})
-    monkeypatch.setattr(runs_module, "_LOCKS", {})
+pytestmark = pytest.mark.usefixtures("own_data_isolated")  # conftest: decode cache here, nothing remembered
 
 
 

@@ -24,7 +24,6 @@ import torch
 from PIL import Image
 
 import robustdarts
-from robustdarts import runs as runs_module
 from robustdarts.bench import Store, grid_from_dict, make_plan
 from robustdarts.bench import store as store_module
 from robustdarts.bench.live import CellLines
@@ -33,13 +32,7 @@ from robustdarts.data import load_dataset, own
 from robustdarts.errors import RobustDartsError
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    """The decode cache under this test's folder; nothing decoded or listed remembered from another test."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(own, "_MEMO", {})
-    monkeypatch.setattr(own, "_LISTINGS", {})
-    monkeypatch.setattr(runs_module, "_LOCKS", {})
+pytestmark = pytest.mark.usefixtures("own_data_isolated")  # conftest: decode cache here, nothing remembered
 
 
 def image(rng, size: tuple[int, int], gray: bool) -> np.ndarray:

@@ -46,7 +46,7 @@ def resolve_layout(cfg):
     - ``share_pools``: with ``channels_last`` (5-8% fewer saved bytes, a few % faster, nothing lost).
     - ``fast_depthwise``: with ``channels_last`` (where its shape rule was measured): the depthwise
       convolutions' gradients as forward convolutions where that pays (dwconv.py), which took the tiny
-      first-order step from 0.53 to 0.44-0.48x the reference and the standard one from 0.44 to 0.37x
+      first-order step from 0.53 to 0.44-0.48x the reference and the standard one from 0.44 to 0.34x
       (benchmarks/README.md). A TrainConfig gets ``channels_last`` and ``fast_depthwise`` by the same rule
       (the evaluation network's step: 0.67x the stock build at tiny size, benchmarks/train_step.py).
     - ``mix_in_bn``: with ``channels_last``, except for the second-order (unrolled) step: first order it brings a

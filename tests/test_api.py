@@ -290,3 +290,15 @@ def test_docs_api_examples_run(tmp_path, monkeypatch):
         exec(compile(block, f"docs/api.md python block {i + 1}", "exec"), namespace)
     assert (tmp_path / "runs" / "api-search" / "genotype.json").is_file()
     assert namespace["again"].genotype == namespace["mine"].genotype
+
+
+def test_a_resumed_in_memory_run_recorded_with_several_processes_is_refused_in_one_sentence(tmp_path):
+    """A run made by torchrun's ranks (each holding the arrays) records nproc=N; resumed outside torchrun it would
+    spawn ranks that cannot get the data: refused in one sentence, before any process starts."""
+    from robustdarts.search.launch import open_search
+
+    robustdarts.search(space="s3", dataset=arrays(), out=tmp_path / "run", **TINY)
+    config = tmp_path / "run" / "config.yaml"
+    config.write_text(config.read_text().replace("nproc: 1", "nproc: 2"))
+    with pytest.raises(RobustDartsError, match="cannot reach the processes nproc spawns"):
+        open_search(None, tmp_path / "run", resume=True, progress=False)

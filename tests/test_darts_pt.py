@@ -91,11 +91,18 @@ def test_darts_pt_refuses_what_it_cannot_do(tmp_path):
     assert result.exit_code != 0
 
 
-def test_darts_pt_refuses_an_lhd_run_before_loading_it(search_runs):
-    """One sentence, read from config.yaml alone: nothing in the run changes (no lock, no truncated metrics)."""
+def test_darts_pt_refuses_an_lhd_run_before_loading_it(search_runs, monkeypatch):
+    """One sentence, read from config.yaml alone: the run is neither loaded nor locked, and nothing in it changes."""
     from robustdarts.errors import RobustDartsError
+    from robustdarts.runs import RunDir
     from robustdarts.search.darts_pt import darts_pt
+    from robustdarts.search.loop import Search
 
+    def must_not_run(*args, **kwargs):
+        pytest.fail("the run was loaded or locked before the refusal")
+
+    monkeypatch.setattr(Search, "resume", must_not_run)
+    monkeypatch.setattr(RunDir, "lock", must_not_run)
     run = search_runs["lhd"]
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     with pytest.raises(RobustDartsError, match="--policy lhd"):

@@ -232,15 +232,12 @@ def test_a_small_search_does_not_lower_the_threads_a_later_search_is_given(monke
 # ---- training from scratch: the same speed defaults ----------------------------------------------------------------
 def _train(tmp_path, name, **fields):
     from robustdarts.config import TrainConfig
-    from robustdarts.genotype import Genotype
     from robustdarts.train import Train
     from robustdarts.zoo import get_genotype
 
     cfg = TrainConfig(genotype="darts_v2", dataset="synthetic", epochs=1, batch_size=8, init_channels=4, layers=3,
                       image_size=8, limit_images=16, limit_test=8, **fields)
-    genotype = get_genotype("darts_v2")
-    assert isinstance(genotype, Genotype)
-    return Train(cfg, genotype, tmp_path / name, progress=False)
+    return Train(cfg, get_genotype("darts_v2"), tmp_path / name, progress=False)
 
 
 def test_training_records_resolved_speed_settings_and_agrees_with_the_stock_path(tmp_path):

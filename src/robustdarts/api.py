@@ -127,10 +127,6 @@ def open_search_run(cfg: SearchConfig | None, out: str | Path | None, *, resume:
         from rich.console import Console
         console = Console()
     if not resume:
-        if cfg.nproc > 1 and str(cfg.dataset).startswith("in-memory:"):  # spawned ranks get the config, not the data
-            raise RobustDartsError("data handed in memory cannot reach the processes nproc spawns; save it with "
-                                   "numpy.savez(FILE, x_train=..., y_train=..., x_test=..., y_test=...) and pass "
-                                   "dataset='npz:FILE', or use nproc=1.")
         out = check_output_dir(out if out is not None else default_search_dir(cfg))
     return open_search(cfg, Path(out), resume=resume, console=console, progress=progress, log=log)
 

@@ -587,6 +587,7 @@ def bench_status(out_dir: Path = typer.Argument(..., help="a bench run's output 
                  as_json: bool = typer.Option(False, "--json")):
     """Cells done, running, interrupted, pending and failed (with the reason) of a grid's output directory."""
     from .bench import Store
+    from .bench.select import method_key
     from .bench.store import SHOWN_STATUSES
 
     with Store(out_dir) as store:
@@ -613,7 +614,7 @@ def bench_status(out_dir: Path = typer.Argument(..., help="a bench run's output 
         conds = ", ".join(f"{k}: {v['status']}" for k, v in r["conditions"].items())
         reasons = "; ".join([r["error"]] * bool(r["error"]) + [f"{k}: {v['error']}" for k, v in
                                                                r["conditions"].items() if v["error"]])
-        table.add_row(r["cell_id"], r["method"] + (f" [{r['variant']}]" if r["variant"] else ""), r["space"],
+        table.add_row(r["cell_id"], method_key(r), r["space"],
                       r["dataset"], str(r["seed"]),
                       f"[{color[r['status']]}]{r['status']}[/]" + (f" ({r['at']})" if r["at"] else ""), escape(conds),
                       escape(reasons))

@@ -27,9 +27,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def _under_torch_func() -> bool:
+def under_torch_func() -> bool:
+    """Whether this runs inside a torch.func transform (grad, jvp, vmap: the Hessian's HVPs)."""
     peek = getattr(getattr(torch._C, "_functorch", None), "peek_interpreter_stack", None)
     return peek is not None and peek() is not None
+
+
+def set_fast_grads(network: nn.Module, on: bool) -> None:
+    """``fast_grads`` of every DepthwiseConv2d in ``network`` (Supernet.configure, EvalNetwork.configure)."""
+    for module in network.modules():
+        if isinstance(module, DepthwiseConv2d):
+            module.fast_grads = on
 
 
 def _direct(k: int, stride: int, dilation: int, out_h: int, out_w: int) -> bool:
@@ -46,18 +54,19 @@ def _direct(k: int, stride: int, dilation: int, out_h: int, out_w: int) -> bool:
 
 def _input_grad(g: torch.Tensor, weight: torch.Tensor, x_shape, stride: int, padding: int, dilation: int):
     C, _, kh, kw = weight.shape
-    flipped = weight.flip(-1, -2)
-    if stride == 1:
-        return F.conv2d(g, flipped, None, 1, (dilation * (kh - 1) - padding, dilation * (kw - 1) - padding),
-                        dilation, C)
-    # Spread g onto the stride-1 output grid (zeros between), then the stride-1 rule.
-    B, _, H, W = x_shape
-    grid = g.new_zeros(B, C, H + 2 * padding - dilation * (kh - 1), W + 2 * padding - dilation * (kw - 1))
-    if g.is_contiguous(memory_format=torch.channels_last) and not g.is_contiguous():
-        grid = grid.contiguous(memory_format=torch.channels_last)
-    grid[:, :, ::stride, ::stride] = g
-    return F.conv2d(grid, flipped, None, 1, (dilation * (kh - 1) - padding, dilation * (kw - 1) - padding),
+    if stride > 1:  # spread g onto the stride-1 output grid (zeros between), then the stride-1 rule
+        B, _, H, W = x_shape
+        grid = torch.zeros(B, C, H + 2 * padding - dilation * (kh - 1), W + 2 * padding - dilation * (kw - 1),
+                           dtype=g.dtype, device=g.device).contiguous(memory_format=_layout(g))
+        grid[:, :, ::stride, ::stride] = g
+        g = grid
+    return F.conv2d(g, weight.flip(-1, -2), None, 1, (dilation * (kh - 1) - padding, dilation * (kw - 1) - padding),
                     dilation, C)
+
+
+def _layout(t: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous() \
+        else torch.contiguous_format
 
 
 def _weight_grad(x: torch.Tensor, g: torch.Tensor, weight_shape, stride: int, padding: int, dilation: int):
@@ -85,10 +94,7 @@ class _DepthwiseConv(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         stride, padding, dilation = ctx.conf
         need_x, need_w = ctx.needs_input_grad[:2]
-        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-            g = g.contiguous(memory_format=torch.channels_last)
-        else:
-            g = g.contiguous()
+        g = g.contiguous(memory_format=_layout(x))
         grad_x = _input_grad(g, weight, x.shape, stride, padding, dilation) if need_x else None
         grad_w = _weight_grad(x, g, weight.shape, stride, padding, dilation) if need_w else None
         return grad_x, grad_w, None, None, None
@@ -104,7 +110,7 @@ class DepthwiseConv2d(nn.Conv2d):
         super().__init__(C, C, kernel_size, stride, padding, dilation=dilation, groups=C, bias=False)
 
     def forward(self, x):
-        if (not self.fast_grads or not torch.is_grad_enabled() or _under_torch_func() or x.dim() != 4
+        if (not self.fast_grads or not torch.is_grad_enabled() or under_torch_func() or x.dim() != 4
                 or torch.is_autocast_enabled(x.device.type)):
             return super().forward(x)  # autocast (amp): its own casts and their backward, as the stock op
         (k, kw), (s, sw), (p, pw), (d, dw) = self.kernel_size, self.stride, self.padding, self.dilation

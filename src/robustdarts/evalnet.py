@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .dwconv import DepthwiseConv2d
+from .dwconv import set_fast_grads
 from .errors import RobustDartsError
 from .layers import ResBlock, count_parameters, drop_path, reduction_layers
 from .spaces import make_op
@@ -196,9 +196,7 @@ class EvalNetwork(nn.Module):
     def configure(self, channels_last: bool = False, fast_depthwise: bool = False) -> None:
         """How, not what, the network computes (TrainConfig fields of the same names; same logits and gradients to
         float tolerance): NHWC activations and weights; the depthwise gradients as forward convolutions."""
-        for module in self.modules():
-            if isinstance(module, DepthwiseConv2d):
-                module.fast_grads = fast_depthwise
+        set_fast_grads(self, fast_depthwise)
         self.channels_last = channels_last
         if channels_last:
             self.to(memory_format=torch.channels_last)

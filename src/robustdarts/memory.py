@@ -190,7 +190,7 @@ def _check_training(cfg, est: Estimate, info, size: int, limit: tuple[int, str] 
     images = (cfg.limit_images or info.train_size) + (cfg.limit_test or info.test_size)
     est = Estimate(est.what, est.params, est.weight_bytes, est.activation_bytes,
                    data_bytes(images, info.channels, size, cfg.dataset == "synthetic"))
-    return check_fits(est, cfg.device, "lower init_channels, layers, image_size, batch_size or limit_images", limit)
+    return check_fits(est, cfg.device, SEARCH_FIX, limit)
 
 
 def data_bytes(images: int, channels: int, size: int, synthetic: bool) -> int:

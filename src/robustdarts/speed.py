@@ -66,7 +66,7 @@ def resolve_layout(cfg):
     if hasattr(cfg, "share_pools"):  # the supernet's own options (a TrainConfig has only the two above)
         chosen["share_pools"] = fast if cfg.share_pools == AUTO else cfg.share_pools
         chosen["mix_in_bn"] = (fast and cfg.arch_order != "second") if cfg.mix_in_bn == AUTO else cfg.mix_in_bn
-    if all(getattr(cfg, k) == v and type(getattr(cfg, k)) is type(v) for k, v in chosen.items()):
+    if all(getattr(cfg, k) == v for k, v in chosen.items()):
         return cfg
     return dataclasses.replace(cfg, **chosen)
 

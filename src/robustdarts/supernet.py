@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import itertools
 import weakref
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -40,7 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import RECOMPUTE_LEVELS
-from .dwconv import DepthwiseConv2d
+from .dwconv import set_fast_grads, under_torch_func as _under_torch_func
 from .layers import ResBlock, count_parameters, drop_path, reduction_layers  # noqa: F401 (re-exported)
 from .errors import RobustDartsError
 from .spaces import Space, get_space, make_op
@@ -172,7 +173,9 @@ def _keep_current(op: nn.Module, x: torch.Tensor, x_relu: torch.Tensor | None, p
             if key not in pools:
                 pools[key] = op[0](x)
             with torch.no_grad():
-                op[1:](pools[key])
+                h = pools[key]
+                for layer in itertools.islice(op, 1, None):  # not op[1:]: that builds a module each call
+                    h = layer(h)
             counter = _LAYERWISE_CALLS.get()
             if counter is not None:  # count_op_calls: the op's own hook did not see this forward
                 counter[1] += 1
@@ -265,9 +268,6 @@ def recomputed(module: nn.Module, *args):
                       context_fn=lambda: (contextlib.nullcontext(), preserved(module, rng=False)))
 
 
-def _under_torch_func() -> bool:
-    peek = getattr(getattr(torch._C, "_functorch", None), "peek_interpreter_stack", None)
-    return peek is not None and peek() is not None
 
 
 def _compiled_or_eager(compiled, eager, *args):
@@ -514,9 +514,7 @@ class Supernet(nn.Module):
                 cell.recompute_edges, cell.share_pools = recompute == "edge", share_pools
                 for edge in cell.edges:
                     edge.mix_in_bn = mix_in_bn
-        for module in self.modules():
-            if isinstance(module, DepthwiseConv2d):
-                module.fast_grads = fast_depthwise
+        set_fast_grads(self, fast_depthwise)
         if channels_last:
             self.to(memory_format=torch.channels_last)
         notes = []

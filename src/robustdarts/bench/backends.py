@@ -111,16 +111,17 @@ def run_grid(plan: Plan, out: str | Path, backend: str = "local", workers: int |
         todo = longest_first(todo, plan, out)
         summary.ran = len(todo)
         tick = (lambda: monitor(store, todo, started)) if monitor is not None else (lambda: None)
+        tick()  # before any cell starts: a monitor sees the store as this run found it (CellLines' snapshot)
         if todo:
             run = _run_local if backend == "local" else _run_ray
             results = run(todo, out, workers, threads, address, retry_failed, tick)
+            tick()  # the cells that ended since the last tick, also when the run ends in the error below
             summary.done = sum(1 for r in results.values() if r == "done")
             summary.failed = sum(1 for r in results.values() if r == "failed")
             summary.busy = sum(1 for r in results.values() if r == "busy")
             replaced = sum(1 for r in results.values() if r == "replaced")
             if replaced:  # another grid's plan took this --out: its cells were not recorded under this grid's ids
                 raise replaced_error(out, replaced)
-        tick()
         errors = {c["cell_id"]: c["error"] for c in store.cells() if c["status"] == "failed"}
         summary.failures = {cid: errors[cid] for cid in (c.cell_id for c in todo) if cid in errors}
     summary.seconds = time.time() - started

@@ -19,6 +19,7 @@ from rich.live import Live
 from rich.table import Table
 
 from .cell import progress
+from .select import method_key
 from .plan import Plan
 from .store import Store
 
@@ -31,8 +32,7 @@ def _duration(seconds: float) -> str:
 
 def cell_label(cell) -> str:
     """method [variant] · space · dataset · seed N: a cell as the live view and the line report name it."""
-    return (f"{cell.method}{f' [{cell.variant}]' if cell.variant else ''} · {cell.space} · {cell.dataset} · "
-            f"seed {cell.seed}")
+    return f"{method_key(vars(cell))} · {cell.space} · {cell.dataset} · seed {cell.seed}"
 
 
 class LiveView:

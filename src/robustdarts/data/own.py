@@ -112,11 +112,11 @@ class Decoded:
         for i, j in enumerate(index):
             groups.setdefault((int(self.shapes[j, 0]), int(self.shapes[j, 1])), []).append(i)
         for (h, w), members in groups.items():
-            rows = index[members]
-            if len(members) == len(index) and _contiguous(starts[rows], h * w * c):
-                block = self.pixels[starts[rows[0]]:ends[rows[-1]]]  # one size, stored in order: a view
+            stored = index[members]
+            if len(members) == len(index) and _contiguous(starts[stored], h * w * c):
+                block = self.pixels[starts[stored[0]]:ends[stored[-1]]]  # one size, stored in order: a view
             else:
-                block = np.concatenate([self.pixels[starts[r]:ends[r]] for r in rows])
+                block = np.concatenate([self.pixels[starts[r]:ends[r]] for r in stored])
             x = torch.from_numpy(block).view(len(members), h, w, c).permute(0, 3, 1, 2)
             if (h, w) != (side, side):
                 x = _resize(x, side)

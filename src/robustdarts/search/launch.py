@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ..distributed import Shard, backend_for, check_world, init_from_env, under_torchrun
+from ..data.own import IN_MEMORY
 from ..errors import RobustDartsError
 from ..speed import given_threads
 from .loop import Search
@@ -46,6 +47,10 @@ def open_search(cfg, out, *, resume: bool = False, console=None, progress: bool 
             return Search.resume(out, console=console, progress=show, shard=shard)
         return Search(cfg, out, console=console, progress=show, shard=shard)
     if cfg.nproc > 1:
+        if str(cfg.dataset).startswith(f"{IN_MEMORY}:"):  # spawned ranks get the config (new or resumed), not data
+            raise RobustDartsError("data handed in memory cannot reach the processes nproc spawns; save it with "
+                                   "numpy.savez(FILE, x_train=..., y_train=..., x_test=..., y_test=...) and pass "
+                                   "dataset='npz:FILE', or use nproc=1.")
         return SpawnedSearch(None if resume else cfg, None if resume else out, resume=out if resume else None,
                              log=log, progress=progress)
     if resume:

@@ -5,13 +5,15 @@
     python benchmarks/supernet_step.py --tiny --steps 11 --threads 2
 
 Ours is ``robustdarts.supernet.Supernet``; the reference is ``reference_darts.Network`` (every op on every edge,
-``none`` computed, one ReLU per op, softmax inside forward). Three kinds of mixing weights:
+``none`` computed, one ReLU per op, softmax inside forward). Five kinds of mixing weights:
 
 - ``graph``   softmax(α) with α requiring grad: an arch step (and, in the original code, the weight step too);
 - ``nograph`` the same weights detached: our weight step;
 - ``onehot``  one op per edge (seeded, drawn from all 8), detached: a sparse relaxation (SP-DARTS at small τ) in a
   weight step, where ours skips every zero-weight op (yet runs it without autograd for its BN statistics, as the
   reference's 0·op(x) moves them) and the reference computes them all;
+- ``stale``   the same with ``skipped_statistics: stale`` (``Supernet.keep_skipped_current(True, False)``): the
+  skipped ops' statistics forward left out (random draws kept); α and weights unchanged, eval-mode reads differ;
 - ``sampled`` the same weights where ours runs only the nonzero op (GDAS, whose reference does the same:
   ``Supernet.keep_skipped_current(False)``); the reference network still computes every op.
 
@@ -58,7 +60,7 @@ from robustdarts.supernet import Supernet  # noqa: E402
 
 TINY = dict(C=8, layers=5, batch=32, size=16)
 STANDARD = dict(C=16, layers=8, batch=64, size=32)
-KINDS = ("graph", "nograph", "onehot", "sampled")
+KINDS = ("graph", "nograph", "onehot", "stale", "sampled")
 OPTIONS = {"eager": {}, "nhwc": dict(channels_last=True), "fold": dict(mix_in_bn=True), "pools": dict(share_pools=True),
            "dw": dict(fast_depthwise=True), "cell": dict(recompute="cell"), "edge": dict(recompute="edge"), "compile": dict(compile="ops"),
            "bf16": {}}  # bf16: autocast around the forward (not a supernet option)
@@ -215,8 +217,8 @@ def make_forward(impl: str, kind: str, ours, ref, arch):
                     w = detached(arch_weights(arch))
                 return ours(x, w)
             return fwd
-        def sparse(x, keep=kind != "sampled"):
-            ours.keep_skipped_current(keep)
+        def sparse(x, keep=kind != "sampled", statistics=kind == "onehot"):
+            ours.keep_skipped_current(keep, statistics)
             return ours(x, onehot)
         return sparse
     if kind == "graph":
@@ -413,7 +415,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, help="override the configuration's batch")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps of each before timing")
     parser.add_argument("--steps", type=int, help="timed steps of each (default 2 standard, 7 tiny)")
-    parser.add_argument("--kinds", default=",".join(KINDS), help="weights kinds to measure: graph,nograph,onehot,sampled")
+    parser.add_argument("--kinds", default=",".join(KINDS), help="weights kinds to measure: graph,nograph,onehot,stale,sampled")
     parser.add_argument("--variants", default=DEFAULT_VARIANTS, help="variants of ours: parts "
                         f"default,{','.join(OPTIONS)} joined by + (default {DEFAULT_VARIANTS})")
     # One thread by default: the machine's 2 cores are shared with other jobs, and multi-threaded OpenMP timings
@@ -473,7 +475,7 @@ def main() -> None:
             print(line)
     if "graph" in timing:
         f = timing["graph"]["ref"]
-        for kind in ("nograph", "onehot", "sampled"):
+        for kind in ("nograph", "onehot", "stale", "sampled"):
             for v in variants:
                 if kind not in timing:
                     continue

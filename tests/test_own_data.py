@@ -471,19 +471,25 @@ def test_bench_grid_on_a_folder_records_the_path_and_ids_do_not_depend_on_it(tmp
 
 
 def test_builtin_grid_ids_keep_their_rule_from_before_skip_bad_images():
-    """A grid on a built-in dataset keeps the ids it had before the skip_bad_images field existed (its store
-    resumes): the id is the hash of the resolved config without data_dir, the field left out at its default."""
+    """A grid on a built-in dataset keeps the ids it had before the skip_bad_images and skipped_statistics fields
+    existed (its store resumes): the id is the hash of the resolved config without data_dir, those fields left out
+    at their default; away from it they are in the id (another cell)."""
     import dataclasses
 
     from robustdarts.bench.grid import expand, grid_from_dict, stable_id
 
-    grid = grid_from_dict({"name": "b", "methods": ["darts"], "spaces": ["s3"], "datasets": ["synthetic"],
-                           "seeds": [0], "search": {"epochs": 1, "layers": 3, "init_channels": 4}})
-    cell = expand(grid)[0]
-    fields = {k: v for k, v in cell.search.items() if k not in ("data_dir", "skip_bad_images")}
-    assert cell.cell_id == stable_id(fields)
-    assert set(cell.search) - set(fields) == {"data_dir", "skip_bad_images"}
-    assert dataclasses.asdict(cell.search_config()) == cell.search
+    late = ("skip_bad_images", "skipped_statistics")
+    ids = []
+    for extra in ({}, {"skipped_statistics": "stale"}):
+        grid = grid_from_dict({"name": "b", "methods": ["darts"], "spaces": ["s3"], "datasets": ["synthetic"],
+                               "seeds": [0], "search": {"epochs": 1, "layers": 3, "init_channels": 4, **extra}})
+        cell = expand(grid)[0]
+        fields = {k: v for k, v in cell.search.items() if k != "data_dir" and (k not in late or k in extra)}
+        assert cell.cell_id == stable_id(fields)
+        assert set(cell.search) - set(fields) == {"data_dir", *late} - set(extra)
+        assert dataclasses.asdict(cell.search_config()) == cell.search
+        ids.append(cell.cell_id)
+    assert ids[0] != ids[1]
 
 
 @pytest.mark.skipif(not (FASHION / "train-images-idx3-ubyte.gz").exists(), reason="needs the Debian Fashion-MNIST")

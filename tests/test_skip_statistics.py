@@ -137,3 +137,42 @@ def test_skipped_pooling_ops_reuse_the_shared_pool_and_move_the_same_statistics(
     assert counts[0] == counts[1] > 0
     sources = sum(len({src for _, src in net.space.edges}) for net in nets[:1] for _ in net.cells)
     assert pools[1] <= 2 * sources < pools[0]  # at most one max and one avg pool per source state
+
+
+def test_stale_statistics_change_only_the_skipped_ops_statistics():
+    """``skipped_statistics: stale`` (the fast opt-out): SDARTS-RS at ε 0.6 (the simplex clip zeroes some of S4's
+    two probabilities per edge) on S4, whose ``noise`` op draws from the global generator: its draws still happen, so α, the
+    genotype and every parameter equal the run that keeps statistics current, bit for bit; only skipped ops' BN
+    running statistics differ (and so the eval-mode supernet validation may), and no statistics forward runs."""
+    overrides = dict(epochs=2, method_options={"epsilon_min": 0.6, "epsilon_max": 0.6})
+    current, _ = _search("sdarts-rs", "s4", True, **overrides)
+    stale, _ = _search("sdarts-rs", "s4", True, skipped_statistics="stale", **overrides)
+    for key, a in current.arch.as_dict().items():
+        assert torch.equal(a, stale.arch.as_dict()[key]), key
+    assert current.genotype == stale.genotype
+    for (name, a), b in zip(current.supernet.named_parameters(), stale.supernet.parameters()):
+        assert torch.equal(a, b), name
+    differ = [name for (name, a), b in zip(current.supernet.named_buffers(), stale.supernet.buffers())
+              if "running" in name and not torch.equal(a, b)]
+    assert differ and all(".edges." in name for name in differ)  # stems, preprocessing: computed, current
+    x, y = next(stale.train_stream)
+    ctx = stale.context()
+    assert count_op_calls(stale.supernet, lambda: stale.weight_step(ctx, x, y), statistics=True) == 0
+    assert count_op_calls(current.supernet, lambda: current.weight_step(ctx, x, y), statistics=True) > 0
+
+
+def test_stale_statistics_are_refused_where_the_search_reads_them():
+    import pytest
+
+    from robustdarts.errors import RobustDartsError
+    from robustdarts.methods import make_recipe
+
+    with pytest.raises(RobustDartsError, match="SDARTS-ADV's attack .* use skipped_statistics=current"):
+        make_recipe(tiny_config("sdarts-adv", "darts", skipped_statistics="stale"))
+    with pytest.raises(RobustDartsError, match="hessian_bn_mode: eval"):
+        make_recipe(tiny_config("darts", "darts", skipped_statistics="stale", hessian_every=1,
+                                hessian_bn_mode="eval"))
+    for method, extra in (("sdarts-rs", {}), ("gdas", {}), ("darts", dict(hessian_every=1))):
+        make_recipe(tiny_config(method, "darts", skipped_statistics="stale", **extra))  # nothing read
+    with pytest.raises(RobustDartsError, match="'skipped_statistics' is 'old'; choose one of: current, stale"):
+        tiny_config("darts", "darts", skipped_statistics="old")

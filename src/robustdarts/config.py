@@ -76,6 +76,12 @@ class SearchConfig:
     nproc: int = 1  # processes of one search, the global batch split between them (distributed.py; --nproc)
     amp: str = "off"  # off | bf16: autocast the supernet's forward to bfloat16 (loss, α, parameters stay float32)
     skip_zero_ops: bool = True  # ops whose mixing weight is exactly 0 are not computed (one host sync per α update)
+    # current: a skipped op still runs its forward (no autograd) in training passes, so that its BN running
+    # statistics move as the reference's 0·op(x) moves them and nothing depends on the skip; stale: it does not
+    # (about 2x faster weight steps once a sparse relaxation is one-hot), leaving α, weights and genotype as they
+    # are but changing every eval-mode read of those statistics (the epoch-end supernet validation); refused where
+    # the search itself reads them (SDARTS-ADV's attack, λ_max with hessian_bn_mode: eval)
+    skipped_statistics: str = "current"
     # "auto" (the defaults below) is chosen per device and per case by speed.py, the fastest measured setting, and
     # recorded resolved in config.yaml, so a resumed run keeps its own settings. channels_last, mix_in_bn,
     # share_pools and fast_depthwise all false (recompute none) is the original DARTS code's float order.
@@ -204,7 +210,8 @@ FIELD_CHOICES: dict[str, tuple[str, ...]] = {"lr_schedule": ("cosine", "constant
                                              "step_order": ("arch-first", "weight-first"),
                                              "hessian_relax": ("softmax", "method"),
                                              "recompute": ("auto", *RECOMPUTE_LEVELS),
-                                             "compile": ("off", "ops")}
+                                             "compile": ("off", "ops"),
+                                             "skipped_statistics": ("current", "stale")}
 # Fields whose value may also be "auto" (speed.py and memory.py choose; "auto" is kept as text, not typed).
 AUTO = "auto"
 AUTO_FIELDS = frozenset({"channels_last", "mix_in_bn", "share_pools", "fast_depthwise", "threads"})

@@ -15,7 +15,10 @@ Two things keep a step cheap on a memory-bound CPU (docs/design.md, "What limits
   parameters; and in a training pass a skipped op with BN running statistics (or random draws) still runs its
   forward without autograd, so that its statistics move as computing it would move them. They are read in eval
   mode during the search — by SDARTS-ADV's attack at every step, by the epoch-end supernet validation — and stale
-  ones changed SDARTS-ADV's α and genotype (``_keep_current``; tests/test_skip_statistics.py). ``skip_zero_ops=False``
+  ones changed SDARTS-ADV's α and genotype (``_keep_current``; tests/test_skip_statistics.py). That forward is
+  most of a one-hot weight pass (two thirds on the tiny supernet): ``skipped_statistics: stale`` leaves it out,
+  α and weights unchanged, the eval-mode reads then not the reference's (refused where the search itself reads
+  them). ``skip_zero_ops=False``
   computes every op (no host sync at all). A method whose reference runs only the sampled op (GDAS) turns the
   side-effect forward off (``keep_skipped_current(False)``) and always skips: there the skip is the algorithm.
 
@@ -93,6 +96,7 @@ class MixedEdge(nn.Module):
 
     mix_in_bn = False  # Supernet.configure(mix_in_bn=True): each op's mixing weight folded into its final BN
     keep_current = True  # Supernet.keep_skipped_current: a skipped op still moves its statistics (_keep_current)
+    keep_statistics = True  # ... and, with keep_current, its BN statistics (False: skipped_statistics=stale)
 
     def forward(self, x, x_relu, w, active, extra_scale: float = 0.0, extra_weight=None, pools: dict | None = None):
         """Σ_o w[o]·op_o(x) over the ops with ``active[o]`` (+ the bypass of partial channels, + the extra op at
@@ -108,6 +112,8 @@ class MixedEdge(nn.Module):
         for slot, op in zip(self.slots, self.ops):
             if not active[slot]:
                 effect = self.side_effects[slot] if self.keep_current else None
+                if effect == "statistics" and not self.keep_statistics:
+                    effect = None
                 if effect is not None and training is None:
                     training = self.training and torch.is_grad_enabled()
                 if (effect == "random" or (effect == "statistics" and training)) and not _under_torch_func():
@@ -485,13 +491,15 @@ class Supernet(nn.Module):
     channels_last = False
     compiled = "off"  # off | ops
 
-    def keep_skipped_current(self, keep: bool = True) -> None:
+    def keep_skipped_current(self, keep: bool = True, statistics: bool = True) -> None:
         """Whether a skipped zero-weight op still runs its forward for its side effects (BN statistics, random
         draws; ``_keep_current``): True where the method's reference computes such ops as 0·op(x), False where it
-        runs only the sampled op (GDAS; the recipe's ``computes_zero_ops``)."""
+        runs only the sampled op (GDAS; the recipe's ``computes_zero_ops``). ``statistics=False``
+        (``skipped_statistics: stale``) keeps the random draws, so every draw and so α and the weights stay as
+        they are, and leaves the BN statistics where the op was last computed."""
         for edge in self.modules():
             if isinstance(edge, MixedEdge):
-                edge.keep_current = keep
+                edge.keep_current, edge.keep_statistics = keep, statistics
 
     def configure(self, recompute: str = "none", channels_last: bool = False, compile: str = "off",
                   mix_in_bn: bool = False, share_pools: bool = False, fast_depthwise: bool = False) -> list[str]:

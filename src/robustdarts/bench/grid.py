@@ -708,13 +708,17 @@ def _check_selections(grid: Grid, cells: list[Cell]) -> None:
                                        f"images; set valid_images in train: or select by supernet_val_acc.")
 
 
+# Fields added after grids were stored, left out of a cell's id at their default so that those ids stay the same.
+LEFT_OUT_AT_DEFAULT = {"skip_bad_images": False, "skipped_statistics": "current"}
+
+
 def _where_free(dataset: str, where: str, space_definition: dict[str, Any] | None = None):
     """The id fields of a config made independent of where its data lie, as ``data_dir`` is left out: a user's
     ``folder:``/``npz:`` path becomes the data's content digest (moving the folder keeps the cells; changing its
-    images makes new ones). ``skip_bad_images`` at its default is left out too, so that the ids of grids written
-    before the field existed stay the same. A user's space (``space_definition``: its file's content, every edge
-    written out) is likewise its name and a digest of that definition: the same space read from another path
-    keeps its cells, an edited file makes new ones."""
+    images makes new ones). The fields of ``LEFT_OUT_AT_DEFAULT`` at their default are left out too, so that the
+    ids of grids written before the fields existed stay the same. A user's space (``space_definition``: its file's
+    content, every edge written out) is likewise its name and a digest of that definition: the same space read
+    from another path keeps its cells, an edited file makes new ones."""
     from ..data.own import is_own
 
     identity = dataset
@@ -723,7 +727,7 @@ def _where_free(dataset: str, where: str, space_definition: dict[str, Any] | Non
         identity = f"{dataset.split(':', 1)[0]}:{_checked(lambda: dataset_info(dataset), where).digest}"
 
     def located(fields: dict[str, Any]) -> dict[str, Any]:
-        out = {k: v for k, v in fields.items() if not (k == "skip_bad_images" and not v)}
+        out = {k: v for k, v in fields.items() if k not in LEFT_OUT_AT_DEFAULT or v != LEFT_OUT_AT_DEFAULT[k]}
         if "dataset" in out:
             out["dataset"] = identity
         if space_definition is not None and "space" in out:

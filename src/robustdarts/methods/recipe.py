@@ -128,6 +128,17 @@ class Recipe:
         if cfg.arch_order not in ARCH_GRADS:
             raise unknown("arch_order", cfg.arch_order, ARCH_GRADS)
         self.arch_grad: str = cfg.arch_order
+        if cfg.skipped_statistics == "stale" and self.computes_zero_ops:
+            reader = self.reads_statistics() or (
+                "λ_max with hessian_bn_mode: eval" if cfg.hessian_every and cfg.hessian_bn_mode == "eval" else None)
+            if reader is not None:
+                raise RobustDartsError(f"skipped_statistics=stale leaves skipped ops' BN statistics stale, and "
+                                       f"{reader} reads them during the search; use skipped_statistics=current.")
+
+    def reads_statistics(self) -> str | None:
+        """What of this method's search reads the supernet's BN running statistics (an eval-mode pass that steers
+        α or the weights), or None: ``skipped_statistics=stale`` is refused there, as it would change the search."""
+        return None
 
     # --- relaxation ---------------------------------------------------------------------------------------------
     def tau(self, ctx: StepContext) -> float:

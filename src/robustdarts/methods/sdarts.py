@@ -98,6 +98,9 @@ class Sdarts(Darts):
             raise unknown("SDARTS attack", self.opts.attack, ("random", "pgd"))
         self.schedule = SdartsEpsilon(self.opts.epsilon_min, self.opts.epsilon_max, cfg.epochs)
 
+    def reads_statistics(self) -> str | None:
+        return "SDARTS-ADV's attack (the supernet in eval mode)" if self.opts.attack == "pgd" else None
+
     def epsilon(self, epoch: int) -> float:
         return self.schedule(epoch)
 

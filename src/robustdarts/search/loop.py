@@ -114,7 +114,7 @@ class Search:
         # How, not what, the supernet computes (config: skip_zero_ops, recompute, channels_last, compile, ...).
         # A method whose reference computes only the sampled op (GDAS) never computes the others, skip or not.
         self.supernet.skip_zero_ops = cfg.skip_zero_ops or not self.recipe.computes_zero_ops
-        self.supernet.keep_skipped_current(self.recipe.computes_zero_ops)
+        self.supernet.keep_skipped_current(self.recipe.computes_zero_ops, cfg.skipped_statistics == "current")
         for note in self.supernet.configure(cfg.recompute, cfg.channels_last, cfg.compile, cfg.mix_in_bn,
                                             cfg.share_pools, cfg.fast_depthwise):
             if console is not None and self.shard.writes:

@@ -77,12 +77,11 @@ def snapshot(root: Path) -> dict[str, object]:
 
 @pytest.fixture
 def own_data_isolated(tmp_path, monkeypatch):
-    """Own data (data/own.py) in isolation: the decode cache under this test's folder, no decoded set or folder
-    listing remembered from another test, no run locked."""
+    """Own data (data/own.py) in isolation: the decode cache under this test's folder, no decoded set remembered
+    from another test (a folder's listing lives only as long as one start: nothing to reset), no run locked."""
     from robustdarts import runs
     from robustdarts.data import own
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(own, "_MEMO", {})
-    monkeypatch.setattr(own, "_LISTINGS", {})
     monkeypatch.setattr(runs, "_LOCKS", {})

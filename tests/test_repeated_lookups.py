@@ -1,7 +1,8 @@
 """Work done once where it used to be done at every look-up, with the results of doing it every time.
 
-- A ``folder:PATH`` is walked once for the several look-ups of one start (it was walked five times), and walked
-  again when it changed: an image added, or rewritten in place, between two runs of one Python session.
+- A ``folder:PATH`` is walked once for the several look-ups of one start (it was walked five times), and anew by
+  the next start: an image added, or rewritten in place with its size and time put back, between two runs of one
+  Python session is seen.
 - ``limit_images`` picks its subset before the images are resized (only the chosen ones are), the same images and
   pixels as resizing the whole split first.
 - A cell runner's guarded writes parse the store's plan once, and still see a plan that another process replaced.
@@ -50,17 +51,6 @@ def folder(root: Path, sizes=((10, 10),), per_class: int = 8, split: bool = True
                 Image.fromarray(image(rng, sizes[i % len(sizes)], gray=i % 3 == 0)).save(path)
 
 
-def settle(root: Path) -> int:
-    """Every file and directory under ``root`` a minute old, as a user's folder is, changed long before a run (one
-    changed in the last SETTLED_NS is listed at every look-up, as before); returns that time."""
-    past = time.time_ns() - 60 * 10 ** 9
-    for dirpath, _, filenames in os.walk(root):
-        for name in filenames:
-            os.utime(Path(dirpath) / name, ns=(past, past))
-        os.utime(dirpath, ns=(past, past))
-    return past
-
-
 def count_scans(monkeypatch) -> list:
     calls = []
     scan = own._scan
@@ -73,68 +63,181 @@ def count_scans(monkeypatch) -> list:
     return calls
 
 
-# ---- listing a folder -------------------------------------------------------------------------------------------
-def test_one_search_start_lists_a_folder_once_and_a_changed_folder_again(tmp_path, monkeypatch):
+def bmp(path: Path, value: int | None = None, seed: int = 5) -> None:
+    """A 10 x 10 RGB BMP (uncompressed: any pixels, the same file size): noise, or every value ``value``."""
+    pixels = image(np.random.default_rng(seed), (10, 10), gray=False) if value is None else \
+        np.full((10, 10, 3), value, dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+
+
+def rewrite_in_place(path: Path, value: int) -> None:
+    """Every pixel of the BMP at ``path`` set to ``value`` in the same file, as an export script run again writes
+    it, then its access and modification times put back (os.utime, as cp -p or rsync -t do): no directory changes,
+    the size and the modification time are as they were; only the change time, which no program can set, moves."""
+    before, folder_time = path.stat(), path.parent.stat().st_mtime_ns
+    bmp(path, value)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    for _ in range(100):  # times move by the file system's tick (up to 10 ms): a rewrite in the same tick as the
+        if path.stat().st_ctime_ns != before.st_ctime_ns:  # file's creation would tell nothing; utime in a later one
+            break
+        time.sleep(0.01)
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino)
+    assert path.parent.stat().st_mtime_ns == folder_time and after.st_ctime_ns != before.st_ctime_ns
+
+
+def pixels_of(name: str, relative: str) -> np.ndarray:
+    """The decoded pixels of one image of a folder data set (looked up outside any start: listed anew)."""
+    data = own.decoded(name)
+    i = data.files.index(relative)
+    sizes = data.shapes[:, 0] * data.shapes[:, 1] * data.channels
+    return data.pixels[int(sizes[:i].sum()):int(sizes[:i + 1].sum())]
+
+
+def recorded(run_dir: Path) -> dict:
+    return json.loads((run_dir / "data.json").read_text())
+
+
+TINY_SEARCH = dict(epochs=1, batch_size=8, init_channels=4, layers=3, image_size=8, leakage_every=0)
+TINY_TRAIN = dict(epochs=1, batch_size=8, init_channels=4, layers=3, image_size=8)
+
+
+# ---- listing a folder: once per start, anew at the next -----------------------------------------------------------
+def test_a_start_walks_a_folder_once_and_remembers_nothing_after_it(tmp_path, monkeypatch):
+    data = tmp_path / "mine"
+    folder(data, split=False)
+    bmp(data / "a" / "x.bmp")
+    name = f"folder:{data}"
+    scans = count_scans(monkeypatch)
+    own.decoded(name)
+    own.info(name)
+    assert len(scans) == 2  # outside a start, every look-up walks the folder: right, only slower
+
+    with own.one_look():
+        first = own.decoded(name)
+        with own.one_look():  # a start inside a start (the API under the CLI, a cell's trainings): the outer one
+            own.info(name)
+            own.load(name, "train")
+            own.record(tmp_path, name)
+        assert len(scans) == 3
+        # Within a start, one listing throughout: an image added meanwhile waits for the next start.
+        bmp(data / "b" / "y.bmp", seed=6)
+        assert own.decoded(name) is first and len(first.labels) == 17 and len(scans) == 3
+    assert len(own.decoded(name).labels) == 18 and len(scans) == 4  # the start ended: walked anew
+
+    # Rewritten in place, size and modification time put back: the next start sees the new pixels.
+    with own.one_look():
+        own.decoded(name)
+    rewrite_in_place(data / "a" / "x.bmp", 7)
+    with own.one_look():
+        assert (pixels_of(name, "a/x.bmp") == 7).all()
+
+    # A start that fails leaves no listing behind.
+    with pytest.raises(RobustDartsError, match="bad start"), own.one_look():
+        own.decoded(name)
+        raise RobustDartsError("bad start")
+    count = len(scans)
+    bmp(data / "b" / "z.bmp", seed=7)
+    assert len(own.decoded(name).labels) == 19 and len(scans) == count + 1
+
+
+def test_each_search_start_walks_a_folder_once_and_sees_it_as_it_is(tmp_path, monkeypatch):
+    """robustdarts.search: config, memory check, info, training split and data.json (five walks before) from
+    one walk; a change between two starts of one Python session (an image added just after a start, an image
+    rewritten in place with its size and modification time put back) is seen by the next start."""
     data = tmp_path / "mine"
     folder(data)
-    settle(data)
+    bmp(data / "train" / "a" / "x.bmp")
     scans = count_scans(monkeypatch)
-    tiny = dict(epochs=1, batch_size=8, init_channels=4, layers=3, image_size=8, leakage_every=0)
-    robustdarts.search("s3", "darts", dataset=f"folder:{data}", out=tmp_path / "one", **tiny)
-    assert len(scans) == 1  # config, memory check, info, training split, data.json: five walks before
-    assert json.loads((tmp_path / "one" / "data.json").read_text())["train_images"] == 16
+    robustdarts.search("s3", "darts", dataset=f"folder:{data}", out=tmp_path / "one", **TINY_SEARCH)
+    assert len(scans) == 1 and recorded(tmp_path / "one")["train_images"] == 17
 
-    # An image added between two runs of one session: the next run lists the folder anew and trains on it.
-    Image.fromarray(image(np.random.default_rng(9), (10, 10), gray=False)).save(data / "train" / "a" / "99.png")
-    settle(data)  # (a folder changed in the last SETTLED_NS is walked at every look-up: the next test)
-    robustdarts.search("s3", "darts", dataset=f"folder:{data}", out=tmp_path / "two", **tiny)
-    assert json.loads((tmp_path / "two" / "data.json").read_text())["train_images"] == 17
-    assert len(scans) == 2  # the changed folder walked once more, not once per look-up
+    bmp(data / "train" / "b" / "y.bmp", seed=6)
+    robustdarts.search("s3", "darts", dataset=f"folder:{data}", out=tmp_path / "two", **TINY_SEARCH)
+    assert len(scans) == 2 and recorded(tmp_path / "two")["train_images"] == 18
+
+    rewrite_in_place(data / "train" / "a" / "x.bmp", 7)
+    robustdarts.search("s3", "darts", dataset=f"folder:{data}", out=tmp_path / "three", **TINY_SEARCH)
+    assert len(scans) == 3 and recorded(tmp_path / "three")["digest"] != recorded(tmp_path / "two")["digest"]
+    assert (pixels_of(f"folder:{data}", "train/a/x.bmp") == 7).all()
 
 
-def test_a_remembered_listing_notices_images_rewritten_added_and_removed(tmp_path, monkeypatch):
+def test_the_search_command_walks_a_folder_once(tmp_path, monkeypatch):
+    """``robustdarts search`` with its defaults (a dry-run-free start: config, memory check, splits, record)."""
+    from conftest import invoke
+
     data = tmp_path / "mine"
-    folder(data, split=False)
-    past = settle(data)
+    folder(data)
     scans = count_scans(monkeypatch)
-    name = f"folder:{data}"
-    first = own.decoded(name)
-    assert own.decoded(name) is first and len(scans) == 1  # unchanged: neither walked nor decoded again
-
-    # Rewritten in place, as a re-run export script writes it: no directory changes, the image's time does.
-    target = data / "a" / "00.png"
-    Image.fromarray(np.full((10, 10), 7, dtype=np.uint8)).save(target)
-    os.utime(target, ns=(past - 10 ** 9, past - 10 ** 9))
-    assert (data / "a").stat().st_mtime_ns == past
-    rewritten = own.decoded(name)
-    assert len(scans) == 2 and rewritten.key != first.key
-    assert (rewritten.pixels[:300] == 7).all()  # the first image, gray in an RGB set: 10 x 10 x 3
-    assert own.decoded(name) is rewritten and len(scans) == 2
-
-    # A file that is no image (counted in the listing, said in the notes): only its directory's time tells.
-    (data / "b" / "notes.txt").write_text("not an image\n")
-    assert own.decoded(name).meta["ignored"] == 1  # said as the folder is now (the images' cache is unchanged)
-    assert len(scans) == 3
-    settle(data)
-    own.decoded(name)
-    own.decoded(name)
-    assert len(scans) == 4
-    (data / "b" / "07.png").unlink()
-    assert len(own.decoded(name).labels) == 15 and len(scans) == 5
+    tiny = ["--layers", "3", "--channels", "4", "--batch-size", "8", "--epochs", "1", "--set", "image_size=8",
+            "--set", "leakage_every=0", "--no-progress"]
+    code, out = invoke(["search", "--dataset", f"folder:{data}", *tiny, "--out", "run"], tmp_path)
+    assert code == 0 and len(scans) == 1, out
+    bmp(data / "train" / "b" / "y.bmp")
+    code, out = invoke(["search", "--dataset", f"folder:{data}", *tiny, "--out", "again"], tmp_path)
+    assert code == 0 and len(scans) == 2 and recorded(tmp_path / "again")["train_images"] == 17, out
 
 
-def test_a_folder_changed_just_before_its_scan_is_listed_at_each_look_up(tmp_path, monkeypatch):
-    """A change in the same clock tick as one before the scan keeps every time as it was (here: the directory's
-    time put back): a folder changed in the last SETTLED_NS is not remembered, so the next look-up still sees it."""
+def test_each_training_start_walks_a_folder_once_and_sees_it_as_it_is(tmp_path, monkeypatch):
+    """robustdarts.train on a folder search's genotype (its data by default): recipe, memory check, info, both
+    splits and data.json from one walk; the next training sees the folder changed, also rewritten in place."""
     data = tmp_path / "mine"
-    folder(data, split=False)
+    folder(data)
+    bmp(data / "test" / "a" / "x.bmp")
+    robustdarts.search("s3", "darts", dataset=f"folder:{data}", out=tmp_path / "search", **TINY_SEARCH)
     scans = count_scans(monkeypatch)
-    name = f"folder:{data}"
-    assert len(own.decoded(name).labels) == 16
-    before = (data / "a").stat().st_mtime_ns
-    Image.fromarray(image(np.random.default_rng(1), (10, 10), gray=True)).save(data / "a" / "50.png")
-    os.utime(data / "a", ns=(before, before))
-    assert len(own.decoded(name).labels) == 17 and len(scans) == 2
+    robustdarts.train(tmp_path / "search", out=tmp_path / "one", **TINY_TRAIN)
+    assert len(scans) == 1 and recorded(tmp_path / "one")["test_images"] == 7
+
+    bmp(data / "test" / "b" / "y.bmp", seed=6)
+    robustdarts.train(tmp_path / "search", out=tmp_path / "two", **TINY_TRAIN)
+    assert len(scans) == 2 and recorded(tmp_path / "two")["test_images"] == 8
+
+    rewrite_in_place(data / "test" / "a" / "x.bmp", 7)
+    robustdarts.train(tmp_path / "search", out=tmp_path / "three", **TINY_TRAIN)
+    assert len(scans) == 3 and recorded(tmp_path / "three")["digest"] != recorded(tmp_path / "two")["digest"]
+    assert (pixels_of(f"folder:{data}", "test/a/x.bmp") == 7).all()
+
+
+def test_bench_plan_walks_a_grids_folder_at_most_once(tmp_path, monkeypatch):
+    """``robustdarts bench plan`` and ``robustdarts.bench.run``'s planning: two seeds and two conditions of one
+    folder data set check it (its digest names the cells' data) with one walk."""
+    import yaml
+    from conftest import invoke
+
+    from robustdarts.bench import backends
+
+    data = tmp_path / "mine"
+    folder(data)
+    grid = {"name": "own", "methods": ["darts"], "spaces": ["s3"], "datasets": [f"folder:{data}"], "seeds": [0, 1],
+            "conditions": ["default", "selective-stop"], "search": {**TINY_SEARCH},
+            "train": {**TINY_TRAIN, "limit_test": 4}}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    scans = count_scans(monkeypatch)
+    code, out = invoke(["bench", "plan", path], tmp_path)
+    assert code == 0 and len(scans) <= 1, (out, scans)
+    monkeypatch.setattr(backends, "run_grid", lambda *args, monitor=None: None)
+    robustdarts.bench.run(grid, out=tmp_path / "out", workers=1, threads=1, progress=False)
+    assert len(scans) <= 2, scans
+
+
+def test_a_bench_cell_walks_its_folder_once(tmp_path, monkeypatch):
+    """A cell (what each worker process runs: search, derive, training) is one start."""
+    from robustdarts.bench.cell import execute_cell
+
+    data = tmp_path / "mine"
+    folder(data)
+    grid = grid_from_dict({"name": "own", "methods": ["darts"], "spaces": ["s3"], "datasets": [f"folder:{data}"],
+                           "seeds": [0], "search": {**TINY_SEARCH}, "train": {**TINY_TRAIN, "limit_test": 4}})
+    plan = make_plan(grid)
+    with Store(tmp_path / "out", create=True) as store:
+        store.register(grid.to_dict(), plan.cells)
+    scans = count_scans(monkeypatch)
+    assert execute_cell(plan.cells[0], tmp_path / "out", threads=1) == "done"
+    assert len(scans) == 1  # search, derive, training: nine look-ups (walks without a start)
 
 
 # ---- limit_images before resizing -------------------------------------------------------------------------------

@@ -33,6 +33,16 @@ class _ChoiceGroup(TyperGroup):
             expand_help(command)
         return name, command, rest
 
+    def invoke(self, ctx):
+        """Run the command as one start (data/own.py's ``one_look``): a ``folder:`` data set is walked once for
+        all its look-ups (config, dry run, memory check, splits, record; a grid's plan), and anew by the next
+        command in the same process. Here, not in ``run_cli``: click ends ``robustdarts --help`` before any
+        invoke, so the group's help still imports no torch."""
+        from .data.own import one_look
+
+        with one_look():
+            return super().invoke(ctx)
+
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=_ChoiceGroup,
                   help="Robust differentiable architecture search: search, derive, train, inspect.")

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 import torch
 
+from ..data.own import one_look
 from ..errors import RobustDartsError
 from .grid import Cell, CellCondition, _slug, known_policies
 from .store import PlanReplaced, Store, inside, units_of
@@ -69,7 +70,8 @@ def execute_cell(cell: Cell, out: Path, threads: int | None = None, retry_failed
             if finished == "done" or (finished == "failed" and not retry_failed):
                 return finished  # another `bench run` on this --out finished it since this one planned
             try:
-                return _execute(cell, out, store, units, retry_failed)
+                with one_look():  # a cell is one start: its search, derives and trainings walk a folder once
+                    return _execute(cell, out, store, units, retry_failed)
             except PlanReplaced:
                 store.abandon(cell.cell_id)
                 _release(out / cell.run_dir)

@@ -13,15 +13,16 @@ content digest. Decoding and caching live here only.
   C in (1, 3); integer labels 0..K-1 (K: the classes found).
 
 A folder is decoded once: its images go to a cache file named by a hash of what was read (the resolved folder,
-every file's relative name, size and modification time), so a changed folder is decoded again and the cache of
-another folder can never be used; later starts read the cache in a fraction of a second. A process also keeps
-what it read, so the several look-ups of one run (memory check, info, splits) decode nothing twice and walk an
-unchanged folder once.
+every file's relative name, size, modification and change time), so a changed folder is decoded again and the
+cache of another folder can never be used; later starts read the cache in a fraction of a second. A process also
+keeps what it decoded (by that key), so the several look-ups of one run (memory check, info, splits) decode
+nothing twice; and a start (``one_look``) walks a folder once, every start walking it anew.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import json
 import os
@@ -31,7 +32,7 @@ import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -258,55 +259,49 @@ class Listing:
     files: list[tuple[str, int, str]]  # (relative name, class index, split: train | test | all)
     ignored: Counter
     key: str
-    folders: list[str] = field(default_factory=list)  # every directory walked: the root, train/ and test/, classes'
-    stats: list[tuple[str, int, int]] = field(default_factory=list)  # (relative name, size, mtime) of each image
 
 
-_LISTINGS: dict[Path, tuple[Listing, tuple]] = {}  # resolved folder -> its listing and what it was listed from
-SETTLED_NS = 2 * 10 ** 9  # a folder changed this recently before its scan is listed again at the next look-up
+# The listings of the start in progress (resolved folder -> its listing), None outside one: see one_look.
+_LOOK: contextvars.ContextVar[dict[Path, Listing] | None] = contextvars.ContextVar("own_data_look", default=None)
+
+
+@contextlib.contextmanager
+def one_look() -> Iterator[None]:
+    """One start (a search, a training, a derive, a bench cell, one CLI command): inside it each folder is walked
+    once, however many times it is looked up (config, memory check, info, splits, ``record``: five walks of
+    50,000 images before), and nothing is remembered after it, so the next start sees the folder as it is then.
+
+    A listing kept across starts had to be checked at every look-up, a stat per image (0.96 s of a start against
+    1.35 s for walking once), and could not trust times in the tick of its own scan, a guard that compared the
+    local clock with file times and that a network file system with a lagging server clock defeats. Re-entrant:
+    a scope inside another (``derive_with_epoch`` under the CLI's command) is the outer one. A context variable,
+    not a global: a thread (with its own context) lists anew rather than reading another start's listing."""
+    if _LOOK.get() is not None:
+        yield
+        return
+    token = _LOOK.set({})
+    try:
+        yield
+    finally:
+        _LOOK.reset(token)
 
 
 def _listing(root: Path) -> Listing:
-    """``_scan(root)``, remembered for the several look-ups of one start (config, memory check, splits, record):
-    a listing is used again only while every directory it walked keeps its inode and modification time (an image
-    added, removed or renamed changes its directory's) and every image its size and modification time (one
-    rewritten in place changes neither directory), so that a folder changed between two runs of one Python
-    session is listed anew. The check costs a stat per image, about 60% of a scan (50,000 images here: 0.16 s against
-    0.27 s): the walk, sorting and hashing are what it saves; directory times alone would cost nothing but miss an
-    image rewritten in place. A folder changed less than SETTLED_NS before its scan is not remembered, as git treats
-    a racily clean index: file systems keep times in coarse ticks (a jiffy; FAT, 2 s), and a change in the tick of
-    an earlier one would keep every time as it was."""
-    known = _LISTINGS.get(root)
-    if known is not None and _stamps(root, known[0]) == known[1]:
-        return known[0]
-    started = time.time_ns()
-    listing = _scan(root)
-    folders = _stamps(root, listing, images=False)
-    if folders is not None:  # the images as the scan saw them, which its content key holds
-        stamps = folders + tuple((size, mtime) for _, size, mtime in listing.stats)
-        if max(mtime for _, mtime in stamps) < started - SETTLED_NS:
-            _LISTINGS[root] = (listing, stamps)
-            return listing
-    _LISTINGS.pop(root, None)
-    return listing
-
-
-def _stamps(root: Path, listing: Listing, images: bool = True) -> tuple | None:
-    """(inode, mtime) of each directory and (size, mtime) of each image of a listing, as they are now; None when
-    one is gone."""
-    try:
-        folders = tuple((st.st_ino, st.st_mtime_ns) for st in map(os.stat, listing.folders))
-        if not images:
-            return folders
-        return folders + tuple((st.st_size, st.st_mtime_ns) for st in (os.stat(f"{root}/{rel}")
-                                                                       for rel, _, _ in listing.stats))
-    except OSError:
-        return None
+    """``_scan(root)``, once per start (``one_look``); outside a start, at every look-up (right, only slower)."""
+    seen = _LOOK.get()
+    if seen is None:
+        return _scan(root)
+    if root not in seen:
+        seen[root] = _scan(root)
+    return seen[root]
 
 
 def _scan(root: Path) -> Listing:
     """Every image file of the folder with its class and split, checked for layout errors, and the content key
-    (resolved folder, names, sizes, modification times) that names its decode cache."""
+    (resolved folder, names, sizes, modification and change times) that names its decode cache. The change time
+    is there for an image rewritten in place with its size and modification time put back (a copy tool, an export
+    script that restores times): no program can set it, so such an image is decoded again, not read stale from the
+    cache; what else changes it (chmod, a new hard link) costs one decode, never a wrong image."""
     if not root.exists():
         raise RobustDartsError(f"folder {root} does not exist; give folder:PATH the folder that holds the class "
                                f"folders (or train/ and test/).")
@@ -314,17 +309,14 @@ def _scan(root: Path) -> Listing:
         raise RobustDartsError(f"{root} is a file, not a folder; give folder:PATH the folder that holds the class "
                                f"folders (or train/ and test/), or npz:FILE for an array file.")
     ignored: Counter = Counter()
-    stats: list[tuple[str, int, int]] = []
-    folders = [str(root)]
+    stats: list[tuple[str, int, int, int]] = []
     train, test = root / "train", root / "test"
     if train.is_dir() or test.is_dir():
         if not (train.is_dir() and test.is_dir()):
             have, lack = ("train", "test") if train.is_dir() else ("test", "train")
             raise RobustDartsError(f"{root} has {have}/ but no {lack}/; add {lack}/<class>/ folders, or put the "
                                    f"class folders directly in {root} to hold out 1/6 of each class as test.")
-        folders += [str(train), str(test)]
-        splits = {"train": _classes(train, ignored, stats, root, folders),
-                  "test": _classes(test, ignored, stats, root, folders)}
+        splits = {"train": _classes(train, ignored, stats, root), "test": _classes(test, ignored, stats, root)}
         others = [e for e in os.listdir(root) if e not in ("train", "test")]  # val/, notes: not read, but said
         ignored["hidden"] += sum(e.startswith(".") for e in others)
         ignored["outside train/ and test/"] += sum(not e.startswith(".") for e in others)
@@ -337,7 +329,7 @@ def _scan(root: Path) -> Listing:
                                    f"same class folders.")
         layout = "train/test"
     else:
-        splits = {"all": _classes(root, ignored, stats, root, folders)}
+        splits = {"all": _classes(root, ignored, stats, root)}
         layout = "held-out"
     classes = tuple(sorted(next(iter(splits.values()))))
     if len(classes) < 2:
@@ -346,13 +338,13 @@ def _scan(root: Path) -> Listing:
     index = {c: i for i, c in enumerate(classes)}
     files = [(rel, index[c], split) for split, by_class in splits.items() for c in classes for rel in by_class[c]]
     digest = hashlib.sha256(json.dumps([CACHE_FORMAT, str(root), layout, sorted(stats)]).encode())
-    return Listing(layout, classes, files, ignored, digest.hexdigest(), folders, stats)
+    return Listing(layout, classes, files, ignored, digest.hexdigest())
 
 
-def _classes(folder: Path, ignored: Counter, stats: list, root: Path, folders: list) -> dict[str, list[str]]:
+def _classes(folder: Path, ignored: Counter, stats: list, root: Path) -> dict[str, list[str]]:
     """class name -> sorted relative image names under ``folder/<class>/`` (sub-folders included, as torchvision's
-    ImageFolder walks them); hidden entries and files without an image suffix are counted in ``ignored``, and the
-    directories walked added to ``folders``."""
+    ImageFolder walks them); hidden entries and files without an image suffix are counted in ``ignored``, and each
+    image's (relative name, size, modification and change time) added to ``stats``."""
     out: dict[str, list[str]] = {}
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
@@ -365,7 +357,6 @@ def _classes(folder: Path, ignored: Counter, stats: list, root: Path, folders: l
             images = []
             skip = len(str(root)) + 1  # relative names by slicing: os.path.relpath per file took most of a scan
             for dirpath, dirnames, filenames in os.walk(entry.path):
-                folders.append(dirpath)
                 ignored["hidden"] += sum(d.startswith(".") for d in dirnames)
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
                 for f in filenames:
@@ -382,7 +373,7 @@ def _classes(folder: Path, ignored: Counter, stats: list, root: Path, folders: l
                                                    f"it.") from None
                         rel = full[skip:]
                         images.append(rel)
-                        stats.append((rel, st.st_size, st.st_mtime_ns))
+                        stats.append((rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
             if not images:
                 raise RobustDartsError(f"class folder {entry.path} holds no images (PNG, JPEG, BMP or WebP); add "
                                        f"some or remove the folder.")

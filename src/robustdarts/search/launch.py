@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ..distributed import Shard, backend_for, check_world, init_from_env, under_torchrun
-from ..data.own import IN_MEMORY
+from ..data.own import IN_MEMORY, one_look
 from ..errors import RobustDartsError
 from ..speed import given_threads
 from .loop import Search
@@ -192,10 +192,11 @@ def run_rank(shard: Shard, cfg, out, *, resuming: bool = False, log: str | None 
 
     show = progress and shard.writes
     console = console if console is not None else (Console() if show else None)
-    if resuming:
-        run = Search.resume(out, console=console, progress=show, shard=shard)
-    else:
-        run = Search(cfg, out, console=console, progress=show, shard=shard)
+    with one_look():  # a spawned rank is a start of its own (another process): a folder walked once here too
+        if resuming:
+            run = Search.resume(out, console=console, progress=show, shard=shard)
+        else:
+            run = Search(cfg, out, console=console, progress=show, shard=shard)
     logger = None
     if log is not None and shard.writes:
         from ..config import to_yaml

@@ -44,9 +44,11 @@ class DartsEvalCell(_GenotypeCell):
         self.pre1 = relu_conv_bn(C_p, C, 1, 1, 0, True)
         self._build_ops(genotype.genes(cell), C, reduction, 2, "darts")
         # Genes per node: node i owns genes 2i and 2i+1, or, in a user's space that keeps another number of edges
-        # per node, the genes that name it, (op, input, node); the genotype says which (Genotype.gene_node).
+        # per node, the genes that name it, (op, input, node); the genotype says which (Genotype.gene_node). Gene
+        # indices, not Genotype.node_inputs' (op, input) pairs: ops.<k> follows gene order (state_dict keys), and
+        # explicit-node genes need not come sorted by node, so a node's genes are not always a contiguous run.
         nodes = [genotype.gene_node(cell, k) for k in range(len(self.genes))]
-        self.steps = max(nodes) + 1
+        self.steps = genotype.cell_num_nodes(cell)
         self.node_genes = [[k for k, n in enumerate(nodes) if n == node] for node in range(self.steps)]
         self.concat = list(getattr(genotype, f"{cell}_concat"))
         self.multiplier = len(self.concat)

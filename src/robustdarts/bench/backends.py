@@ -13,6 +13,7 @@ rest from their run directories: a SIGKILL, a reboot or Ctrl-C loses at most the
 from __future__ import annotations
 
 import dataclasses
+import functools
 import multiprocessing as mp
 import os
 import signal
@@ -113,7 +114,9 @@ def run_grid(plan: Plan, out: str | Path, backend: str = "local", workers: int |
         tick = (lambda: monitor(store, todo, started)) if monitor is not None else (lambda: None)
         tick()  # before any cell starts: a monitor sees the store as this run found it (CellLines' snapshot)
         if todo:
-            run = _run_local if backend == "local" else _run_ray
+            # Ray records a dead task through this store: its driver loop runs in this thread (sqlite3 connections
+            # are per thread), so no second connection is needed.
+            run = _run_local if backend == "local" else functools.partial(_run_ray, store=store)
             results = run(todo, out, workers, threads, address, retry_failed, tick)
             tick()  # the cells that ended since the last tick, also when the run ends in the error below
             summary.done = sum(1 for r in results.values() if r == "done")
@@ -248,7 +251,7 @@ def _stop_local(pool: ProcessPoolExecutor, pending: list) -> None:
 
 # ---- Ray --------------------------------------------------------------------------------------------------------
 def _run_ray(todo, out: Path, workers: int, threads: int, address: str | None, retry_failed: bool,
-             tick) -> dict[str, str]:
+             tick, *, store: Store) -> dict[str, str]:
     import ray
 
     resources = todo[0].resources
@@ -276,9 +279,8 @@ def _run_ray(todo, out: Path, workers: int, threads: int, address: str | None, r
                     results[cell.cell_id] = ray.get(ref)
                 except ray.exceptions.RayError as e:  # the task's process died: record it, go on
                     reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-                    with Store(out, scan=False) as store:
-                        store.finish_cell(cell.cell_id, "failed", f"the Ray task died ({reason}); rerun with "
-                                                                  f"--retry-failed.", units_of(cell))
+                    store.finish_cell(cell.cell_id, "failed", f"the Ray task died ({reason}); rerun with "
+                                                              f"--retry-failed.", units_of(cell))
                     results[cell.cell_id] = "failed"
             tick()
         return results

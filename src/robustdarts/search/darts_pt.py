@@ -185,11 +185,12 @@ def darts_pt(run_dir: str | Path, *, tune_epochs: int = 5, val_images: int | Non
     run = RunDir(run_dir)
     if not run.checkpoint_path.exists():
         raise RobustDartsError(f"{run_dir} has no checkpoint; DARTS-PT needs the trained supernet of a search run.")
-    kind = get_space(run.load_config(SearchConfig).space).kind  # before loading data and the supernet
+    recorded = run.load_config(SearchConfig)  # read once: Search.resume takes it rather than reading it again
+    kind = get_space(recorded.space).kind  # before loading data and the supernet
     if kind not in ("darts", "nb201"):
         raise RobustDartsError(f"DARTS-PT selects on the DARTS-kind spaces and NAS-Bench-201, not on a {kind!r} "
                                f"space; use --policy lhd there.")
-    search = Search.resume(run_dir, progress=False)
+    search = Search.resume(run_dir, cfg=recorded, progress=False)
     space, cfg = search.space, search.cfg
     trained_epoch = search.epoch - 1  # the epoch whose supernet is selected on
     search.run_dir = None  # fine-tuning writes nothing into the run

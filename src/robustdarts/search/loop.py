@@ -146,11 +146,12 @@ class Search:
 
     # --- construction from a run directory ------------------------------------------------------------------------
     @classmethod
-    def resume(cls, out_dir: str | Path, **kwargs) -> "Search":
+    def resume(cls, out_dir: str | Path, *, cfg: SearchConfig | None = None, **kwargs) -> "Search":
         """Every file of the run is read and checked before anything is written; then the directory is locked,
-        temp files of a killed write are removed and metrics past the checkpoint dropped."""
+        temp files of a killed write are removed and metrics past the checkpoint dropped. ``cfg``: the run's
+        config.yaml as ``RunDir.load_config`` returned it, when the caller has read it already (DARTS-PT)."""
         run = RunDir(out_dir)
-        cfg = run.load_config(SearchConfig)
+        cfg = run.load_config(SearchConfig) if cfg is None else cfg
         state = run.load_checkpoint(kind="search")
         archive, _ = run.load_archive(cfg.space)
         run.check_agrees(state, run.read_metrics(), archive)

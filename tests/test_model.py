@@ -172,3 +172,28 @@ def test_darts_minus_aux_skip_adds_a_scaled_identity_on_every_edge(space):
     x = torch.randn(2, 3, 8, 8)
     w = detached(arch_weights(arch))
     assert not torch.allclose(net(x, w, extra_scale=1.0), net(x, w, extra_scale=0.0))
+
+
+def test_an_nb201_genotype_of_more_nodes_runs_every_node():
+    """A space given as data may have more nodes than NB-201's 3: the evaluation cell takes the genotype's own node
+    count and returns its last node (a fixed 3 built node 3's op, counted its parameters and never ran it). Truth:
+    the output moves when, and only when, node 3's op moves."""
+    import torch
+
+    from robustdarts.evalnet import Nb201EvalCell
+    from robustdarts.genotype import Genotype
+
+    three = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|none~1|nor_conv_1x1~2|"
+    genotype = Genotype.from_nb201(three + "+|nor_conv_1x1~0|none~1|none~2|skip_connect~3|", space=None)
+    net = EvalNetwork(genotype, C=4, layers=1, num_classes=10).eval()
+    cells = [m for m in net.modules() if isinstance(m, Nb201EvalCell)]
+    assert cells and all(c.steps == 4 for c in cells)
+    x = torch.randn(2, 3, 8, 8)
+    before = net(x)[0]
+    last = cells[0].ops[len(cells[0].genes) - 2]  # nor_conv_1x1 from input 0 into node 3 (the nones dropped)
+    with torch.no_grad():
+        for p in last.parameters():
+            p.add_(1.0)
+    assert not torch.allclose(before, net(x)[0])
+    assert [c.steps for c in EvalNetwork(Genotype.from_nb201(three), C=4, layers=1).modules()
+            if isinstance(c, Nb201EvalCell)] == [3, 3, 3]

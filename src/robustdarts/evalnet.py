@@ -172,7 +172,11 @@ class EvalNetwork(nn.Module):
                 C_curr = C_curr * 2 if red else C_curr
                 genes, output = ((genotype.reduce, genotype.reduce_output) if red
                                  else (genotype.normal, genotype.normal_output))
-                cell = LhdEvalCell(genes, output, C_pp, C_p, C_curr, red)
+                # The genotype's own node count (a space of more than LHD's 5 nodes, spaces as data), at least
+                # what its outputs name (trailing nodes without genes are pruned by the discretizer).
+                kind = "reduce" if red else "normal"
+                steps = max(genotype.cell_num_nodes(kind), 1 + max((*output["sum"], *output["concat"]), default=-1))
+                cell = LhdEvalCell(genes, output, C_pp, C_p, C_curr, red, steps)
                 cells.append(cell)
                 C_pp, C_p = C_curr, cell.multiplier * C_curr
                 if i == self.aux_index:
@@ -185,7 +189,9 @@ class EvalNetwork(nn.Module):
                 if stage > 0:
                     cells.append(ResBlock(C_curr, 2 * C_curr))
                     C_curr *= 2
-                cells += [Nb201EvalCell(genotype.normal, C_curr) for _ in range(layers)]
+                # Its own node count: a fixed 3 built a 4-node genotype's last node and never ran it.
+                cells += [Nb201EvalCell(genotype.normal, C_curr, genotype.cell_num_nodes("normal"))
+                          for _ in range(layers)]
             self.lastact = nn.Sequential(nn.BatchNorm2d(C_curr), nn.ReLU(inplace=False))
             head_in = C_curr
         self.cells = nn.ModuleList(cells)

@@ -173,6 +173,11 @@ CASES = [
     ("batch-0", ["search", *TINY, "--batch-size", "0"], None, ["batch_size", ">= 1"]),
     ("hessian-every-negative", ["search", *TINY, "--set", "hessian_every=-1"], None, ["hessian_every", ">= 0"]),
     ("lr-schedule-unknown", ["search", *TINY, "--set", "lr_schedule=linear"], None, ["lr_schedule", "cosine"]),
+    # refused before the run starts, not at the first eigenvalue measurement after an epoch
+    ("hessian-bn-mode-unknown", ["search", *TINY, "--set", "hessian_every=1", "--set", "hessian_bn_mode=evl"], None,
+     ["hessian_bn_mode", "train, eval"]),
+    ("stale-statistics-with-eval-reads", ["search", *TINY, "--method", "sdarts-adv", "--set",
+                                          "skipped_statistics=stale"], None, ["SDARTS-ADV", "skipped_statistics=current"]),
     ("device-banana", ["search", *TINY, "--device", "banana"], None, ["device", "banana"]),
     pytest.param("device-cuda-without-cuda", ["search", *TINY, "--device", "cuda"], None, ["cuda", "no CUDA"],
                  marks=pytest.mark.skipif(HAS_CUDA, reason="this machine has CUDA")),

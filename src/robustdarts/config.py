@@ -209,6 +209,7 @@ RECOMPUTE_LEVELS = ("none", "edge", "cell")
 FIELD_CHOICES: dict[str, tuple[str, ...]] = {"lr_schedule": ("cosine", "constant"), "amp": ("off", "bf16"),
                                              "step_order": ("arch-first", "weight-first"),
                                              "hessian_relax": ("softmax", "method"),
+                                             "hessian_bn_mode": ("train", "eval"),  # analysis/hessian.BN_MODES
                                              "recompute": ("auto", *RECOMPUTE_LEVELS),
                                              "compile": ("off", "ops"),
                                              "skipped_statistics": ("current", "stale")}

@@ -31,6 +31,7 @@ from robustdarts.bench.live import CellLines
 from robustdarts.bench.store import units_of
 from robustdarts.data import load_dataset, own
 from robustdarts.errors import RobustDartsError
+from robustdarts.starts import one_start
 
 
 pytestmark = pytest.mark.usefixtures("own_data_isolated")  # conftest: decode cache here, nothing remembered
@@ -115,9 +116,9 @@ def test_a_start_walks_a_folder_once_and_remembers_nothing_after_it(tmp_path, mo
     own.info(name)
     assert len(scans) == 2  # outside a start, every look-up walks the folder: right, only slower
 
-    with own.one_look():
+    with one_start():
         first = own.decoded(name)
-        with own.one_look():  # a start inside a start (the API under the CLI, a cell's trainings): the outer one
+        with one_start():  # a start inside a start (the API under the CLI, a cell's trainings): the outer one
             own.info(name)
             own.load(name, "train")
             own.record(tmp_path, name)
@@ -128,14 +129,14 @@ def test_a_start_walks_a_folder_once_and_remembers_nothing_after_it(tmp_path, mo
     assert len(own.decoded(name).labels) == 18 and len(scans) == 4  # the start ended: walked anew
 
     # Rewritten in place, size and modification time put back: the next start sees the new pixels.
-    with own.one_look():
+    with one_start():
         own.decoded(name)
     rewrite_in_place(data / "a" / "x.bmp", 7)
-    with own.one_look():
+    with one_start():
         assert (pixels_of(name, "a/x.bmp") == 7).all()
 
     # A start that fails leaves no listing behind.
-    with pytest.raises(RobustDartsError, match="bad start"), own.one_look():
+    with pytest.raises(RobustDartsError, match="bad start"), one_start():
         own.decoded(name)
         raise RobustDartsError("bad start")
     count = len(scans)
@@ -408,3 +409,29 @@ def test_bench_run_progress_is_on_for_a_terminal_or_when_asked(monkeypatch):
         monkeypatch.setattr("sys.stderr", stderr)
         robustdarts.bench.run(GRID, out="unused", workers=1, threads=1, progress=progress)
         assert isinstance(given[-1], CellLines) if on else given[-1] is None, (stderr, progress)
+
+
+def test_an_npz_rewritten_with_its_times_put_back_is_read_again(tmp_path):
+    """An npz file written again in place (same size, modification time put back, as cp -p or rsync -t leave it):
+    the next look-up reads the new arrays, not the process's memo of the old ones (its key holds the change time
+    and the inode, as a folder's images' keys do)."""
+    path = tmp_path / "d.npz"
+
+    def write(value: int) -> None:
+        x = np.full((12, 8, 8), value, dtype=np.uint8)
+        x[:, 0, 0] = 0  # not one flat colour (refused)
+        np.savez(path, x_train=x, y_train=np.arange(12) % 2, x_test=x[:4], y_test=np.arange(4) % 2)
+
+    write(1)
+    assert own.decoded(f"npz:{path}").pixels.max() == 1
+    before = path.stat()
+    write(9)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    for _ in range(100):  # a rewrite in the tick of the first write would keep even the change time
+        if path.stat().st_ctime_ns != before.st_ctime_ns:
+            break
+        time.sleep(0.01)
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert own.decoded(f"npz:{path}").pixels.max() == 9

@@ -169,10 +169,36 @@ def test_stale_statistics_are_refused_where_the_search_reads_them():
 
     with pytest.raises(RobustDartsError, match="SDARTS-ADV's attack .* use skipped_statistics=current"):
         make_recipe(tiny_config("sdarts-adv", "darts", skipped_statistics="stale"))
-    with pytest.raises(RobustDartsError, match="hessian_bn_mode: eval"):
-        make_recipe(tiny_config("darts", "darts", skipped_statistics="stale", hessian_every=1,
-                                hessian_bn_mode="eval"))
-    for method, extra in (("sdarts-rs", {}), ("gdas", {}), ("darts", dict(hessian_every=1))):
-        make_recipe(tiny_config(method, "darts", skipped_statistics="stale", **extra))  # nothing read
+    for every in (1, 0):  # per epoch, or only at the end (a bench grid's eigenvalue measure)
+        with pytest.raises(RobustDartsError, match="hessian_bn_mode: eval"):
+            make_recipe(tiny_config("darts", "darts", skipped_statistics="stale", hessian_every=every,
+                                    hessian_bn_mode="eval"))
+    for method, extra in (("sdarts-rs", {}), ("gdas", {}), ("darts", dict(hessian_every=1)),
+                          ("sdarts-adv", dict(skip_zero_ops=False))):  # nothing read, or nothing skipped
+        make_recipe(tiny_config(method, "darts", skipped_statistics="stale", **extra))
     with pytest.raises(RobustDartsError, match="'skipped_statistics' is 'old'; choose one of: current, stale"):
         tiny_config("darts", "darts", skipped_statistics="old")
+
+
+def test_stale_statistics_are_refused_before_anything_is_written(tmp_path):
+    """With nproc 2 the refusal comes before the run directory (space.yaml) is written or a rank spawned; a grid
+    that selects by supernet_val_acc among stale searches is refused when planned."""
+    import pytest
+
+    from robustdarts.bench.grid import expand, grid_from_dict
+    from robustdarts.errors import RobustDartsError
+
+    from robustdarts.search.launch import SpawnedSearch
+
+    cfg = tiny_config("sdarts-adv", "s3", skipped_statistics="stale", nproc=2)
+    with pytest.raises(RobustDartsError, match="SDARTS-ADV's attack"):
+        SpawnedSearch(cfg, tmp_path / "run")  # where the launcher refuses, before it writes or spawns anything
+    assert not (tmp_path / "run").exists()
+    grid = {"name": "g", "methods": [{"method": "sdarts-rs", "label": "rs"}, {"method": "darts", "label": "d"}],
+            "spaces": ["s3"], "datasets": ["synthetic"], "seeds": [0],
+            "search": {"epochs": 1, "layers": 3, "init_channels": 4, "skipped_statistics": "stale"},
+            "select": [{"name": "best", "from": ["rs", "d"], "by": "supernet_val_acc"}]}
+    with pytest.raises(RobustDartsError, match="select rule 'best' selects by supernet_val_acc, but method 'rs'"):
+        expand(grid_from_dict(grid))
+    grid["search"]["skipped_statistics"] = "current"
+    assert expand(grid_from_dict(grid))

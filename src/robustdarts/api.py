@@ -84,9 +84,9 @@ def search(space: str | Path = "darts", method: str = "darts",
         ...                             limit_images=32, batch_size=16, out="runs/example")  # doctest: +SKIP
         >>> result.genotype.describe()  # doctest: +SKIP
     """
-    from .data.own import one_look
+    from .starts import one_start
 
-    with one_look():  # one start: a folder data set walked once for all its look-ups, anew by the next call
+    with one_start():  # one start: a folder data set walked once for all its look-ups, anew by the next call
         if resume is not None:
             given = dict(space=space, method=method, dataset=dataset)
             _refuse_with_resume(resume, "search", given, preset=preset, out=out, fields=config_fields)
@@ -181,10 +181,10 @@ def derive_with_epoch(run_dir: str | Path, policy: str | None = None, condition:
                       epoch: int | None = None, progress: bool = False, console=None,
                       **options: Any) -> tuple[Genotype, int]:
     """``derive``'s genotype and the epoch it was derived at (the one a policy such as selective-stop chose)."""
-    from .data.own import one_look
+    from .starts import one_start
     from .derive import derive_from_run
 
-    with one_look():  # one start (DARTS-PT's derive reads the search's data)
+    with one_start():  # one start (DARTS-PT's derive reads the search's data)
         return derive_from_run(run_dir, epoch=epoch, policy=policy, condition=condition, progress=progress,
                                console=console, **options)
 
@@ -218,9 +218,9 @@ def train(genotype_or_run_dir: Genotype | str | Path, dataset: str | tuple[Any, 
         ...                            out="runs/example-train")  # doctest: +SKIP
         >>> result.test_acc  # doctest: +SKIP
     """
-    from .data.own import one_look
+    from .starts import one_start
 
-    with one_look():  # one start: a folder data set walked once for all its look-ups, anew by the next call
+    with one_start():  # one start: a folder data set walked once for all its look-ups, anew by the next call
         run = open_train_run(genotype_or_run_dir, dataset, preset=preset, out=out, resume=resume,
                              condition=condition, progress=progress, **fields)
         return run_train(run)

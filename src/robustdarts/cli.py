@@ -34,13 +34,13 @@ class _ChoiceGroup(TyperGroup):
         return name, command, rest
 
     def invoke(self, ctx):
-        """Run the command as one start (data/own.py's ``one_look``): a ``folder:`` data set is walked once for
+        """Run the command as one start (``starts.one_start``): a ``folder:`` data set is walked once for
         all its look-ups (config, dry run, memory check, splits, record; a grid's plan), and anew by the next
         command in the same process. Here, not in ``run_cli``: click ends ``robustdarts --help`` before any
         invoke, so the group's help still imports no torch."""
-        from .data.own import one_look
+        from .starts import one_start
 
-        with one_look():
+        with one_start():
             return super().invoke(ctx)
 
 

@@ -33,13 +33,13 @@ def run(grid_or_path: dict[str, Any] | str | Path, out: str | Path, backend: str
         >>> summary = robustdarts.bench.run({"methods": ["darts"], "spaces": ["darts"], "datasets": ["synthetic"],
         ...                                  "seeds": [0]}, out="runs/grid")  # doctest: +SKIP
     """
-    from ..data.own import one_look
+    from ..starts import one_start
     from .backends import check_backend, check_workers, run_grid
     from .grid import grid_from_dict, load_grid
     from .live import CellLines
     from .plan import make_plan
 
-    with one_look():  # the plan's look-ups walk a folder data set once; each cell is a start of its own
+    with one_start():  # the plan's look-ups walk a folder data set once; each cell is a start of its own
         grid = grid_from_dict(grid_or_path, "the grid") if isinstance(grid_or_path, dict) else load_grid(grid_or_path)
         plan = make_plan(grid)  # every entry is checked here, before anything is written
     check_backend(backend, address)

@@ -20,8 +20,8 @@ from typing import Any, Iterator
 
 import torch
 
-from ..data.own import one_look
 from ..errors import RobustDartsError
+from ..starts import one_start
 from .grid import Cell, CellCondition, _slug, known_policies
 from .store import PlanReplaced, Store, inside, units_of
 
@@ -70,7 +70,7 @@ def execute_cell(cell: Cell, out: Path, threads: int | None = None, retry_failed
             if finished == "done" or (finished == "failed" and not retry_failed):
                 return finished  # another `bench run` on this --out finished it since this one planned
             try:
-                with one_look():  # a cell is one start: its search, derives and trainings walk a folder once
+                with one_start():  # a cell is one start: its search, derives and trainings walk a folder once
                     return _execute(cell, out, store, units, retry_failed)
             except PlanReplaced:
                 store.abandon(cell.cell_id)

@@ -614,7 +614,6 @@ def expand(grid: Grid) -> list[Cell]:
     cells: list[Cell] = []
     seen: dict[str, str] = {}
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    recipes_checked: set[tuple[str, str]] = set()
     for m in grid.methods:
         for variant, sweep in m.variants():
             for s in grid.spaces:
@@ -633,9 +632,9 @@ def expand(grid: Grid) -> list[Cell]:
                     # fits the machine it runs on is checked there, when it runs.
                     _check_layers(cfg.layers, where)
                     _checked(lambda: check_search(cfg, ANY_MACHINE), where)
-                    if (m.name, s.name) not in recipes_checked:  # a method that cannot run on a space says so
-                        _checked(lambda: make_recipe(cfg), where)
-                        recipes_checked.add((m.name, s.name))
+                    # A method that cannot run on a space, or with these fields, says so, naming the entry
+                    # (microseconds each: no cache, whose key would have to hold every field a recipe reads).
+                    _checked(lambda: make_recipe(cfg), where)
                     trainings = []
                     for c in grid.conditions:
                         if grid.train is None:
@@ -695,8 +694,17 @@ def _check_layers(layers: int, where: str) -> None:
 
 def _check_selections(grid: Grid, cells: list[Cell]) -> None:
     """A rule by valid_acc needs every candidate's training to hold images out: without, no candidate has a score,
-    the rule selects nothing and the report reads "0 of N" after the whole grid has run."""
+    the rule selects nothing and the report reads "0 of N" after the whole grid has run. A rule by supernet_val_acc
+    needs every candidate's supernet validation to be the reference's: ``skipped_statistics: stale`` changes it."""
     for rule in grid.select:
+        if rule.by == "supernet_val_acc":
+            stale = next((c for c in cells if c.method in rule.from_
+                          and c.search.get("skipped_statistics") == "stale"), None)
+            if stale is not None:
+                raise RobustDartsError(f"{grid.source}: select rule {rule.name!r} selects by supernet_val_acc, but "
+                                       f"method {stale.method!r} searches with skipped_statistics=stale, whose "
+                                       f"supernet validation reads stale BN statistics; select by valid_acc or "
+                                       f"use skipped_statistics=current.")
         if rule.by != "valid_acc":
             continue
         for c in cells:

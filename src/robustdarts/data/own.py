@@ -16,13 +16,12 @@ A folder is decoded once: its images go to a cache file named by a hash of what 
 every file's relative name, size, modification and change time), so a changed folder is decoded again and the
 cache of another folder can never be used; later starts read the cache in a fraction of a second. A process also
 keeps what it decoded (by that key), so the several look-ups of one run (memory check, info, splits) decode
-nothing twice; and a start (``one_look``) walks a folder once, every start walking it anew.
+nothing twice; and a start (``starts.one_start``) walks a folder once, every start walking it anew.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import hashlib
 import json
 import os
@@ -32,7 +31,7 @@ import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -40,6 +39,7 @@ import torch.nn.functional as F
 
 from ..atomic import atomic_write, atomic_write_text
 from ..errors import RobustDartsError, short
+from ..starts import once_per_start
 
 IN_MEMORY = "in-memory"  # data handed to the Python API (api.py): arrays, tensors or a torch Dataset
 KINDS = ("folder", "npz", IN_MEMORY)
@@ -261,39 +261,10 @@ class Listing:
     key: str
 
 
-# The listings of the start in progress (resolved folder -> its listing), None outside one: see one_look.
-_LOOK: contextvars.ContextVar[dict[Path, Listing] | None] = contextvars.ContextVar("own_data_look", default=None)
-
-
-@contextlib.contextmanager
-def one_look() -> Iterator[None]:
-    """One start (a search, a training, a derive, a bench cell, one CLI command): inside it each folder is walked
-    once, however many times it is looked up (config, memory check, info, splits, ``record``: five walks of
-    50,000 images before), and nothing is remembered after it, so the next start sees the folder as it is then.
-
-    A listing kept across starts had to be checked at every look-up, a stat per image (0.96 s of a start against
-    1.35 s for walking once), and could not trust times in the tick of its own scan, a guard that compared the
-    local clock with file times and that a network file system with a lagging server clock defeats. Re-entrant:
-    a scope inside another (``derive_with_epoch`` under the CLI's command) is the outer one. A context variable,
-    not a global: a thread (with its own context) lists anew rather than reading another start's listing."""
-    if _LOOK.get() is not None:
-        yield
-        return
-    token = _LOOK.set({})
-    try:
-        yield
-    finally:
-        _LOOK.reset(token)
-
-
 def _listing(root: Path) -> Listing:
-    """``_scan(root)``, once per start (``one_look``); outside a start, at every look-up (right, only slower)."""
-    seen = _LOOK.get()
-    if seen is None:
-        return _scan(root)
-    if root not in seen:
-        seen[root] = _scan(root)
-    return seen[root]
+    """``_scan(root)``, once per start (``starts.one_start``: entered by each command, API call, bench cell and
+    spawned rank); outside a start, at every look-up (right, only slower)."""
+    return once_per_start(("own-data listing", root), lambda: _scan(root))
 
 
 def _scan(root: Path) -> Listing:
@@ -499,7 +470,10 @@ def _npz_key(path: Path) -> str:
         st = path.stat()
     except OSError:
         raise RobustDartsError(f"npz file {path} does not exist; give npz:FILE an existing .npz file.") from None
-    return hashlib.sha256(json.dumps([CACHE_FORMAT, "npz", str(path), st.st_size, st.st_mtime_ns]).encode()).hexdigest()
+    # The change time too (as for a folder's images): a file rewritten with its size and modification time put
+    # back is read again, not taken stale from the process's memo or the cache.
+    return hashlib.sha256(json.dumps([CACHE_FORMAT, "npz", str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                                      st.st_ino]).encode()).hexdigest()
 
 
 def _read_npz(path: Path) -> Decoded:

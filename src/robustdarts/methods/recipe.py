@@ -128,9 +128,11 @@ class Recipe:
         if cfg.arch_order not in ARCH_GRADS:
             raise unknown("arch_order", cfg.arch_order, ARCH_GRADS)
         self.arch_grad: str = cfg.arch_order
-        if cfg.skipped_statistics == "stale" and self.computes_zero_ops:
-            reader = self.reads_statistics() or (
-                "λ_max with hessian_bn_mode: eval" if cfg.hessian_every and cfg.hessian_bn_mode == "eval" else None)
+        if cfg.skipped_statistics == "stale" and cfg.skip_zero_ops and self.computes_zero_ops:
+            # λ_max in eval mode: per epoch (hessian_every) or at the end (a bench grid's measure) — the collapse
+            # signal methods are compared by, and the one DARTS-ES/ADA act on.
+            reader = self.reads_statistics() or ("λ_max with hessian_bn_mode: eval"
+                                                 if cfg.hessian_bn_mode == "eval" else None)
             if reader is not None:
                 raise RobustDartsError(f"skipped_statistics=stale leaves skipped ops' BN statistics stale, and "
                                        f"{reader} reads them during the search; use skipped_statistics=current.")

@@ -11,9 +11,11 @@ from pathlib import Path
 import torch
 
 from ..distributed import Shard, backend_for, check_world, init_from_env, under_torchrun
-from ..data.own import IN_MEMORY, one_look
+from ..data.own import IN_MEMORY
 from ..errors import RobustDartsError
+from ..methods import make_recipe
 from ..speed import given_threads
+from ..starts import one_start
 from .loop import Search
 
 
@@ -74,6 +76,7 @@ class SpawnedSearch:
             out = resume
             cfg = RunDir(resume).load_config(SearchConfig)
         check_world(cfg, cfg.nproc)
+        make_recipe(cfg)  # the recipe's refusals (skipped_statistics, options) before a file or a process exists
         self.cfg, self.resuming, self.log, self.progress = cfg, resume is not None, log, progress
         self.run_dir = RunDir(out)
         if not self.resuming:
@@ -192,7 +195,7 @@ def run_rank(shard: Shard, cfg, out, *, resuming: bool = False, log: str | None 
 
     show = progress and shard.writes
     console = console if console is not None else (Console() if show else None)
-    with one_look():  # a spawned rank is a start of its own (another process): a folder walked once here too
+    with one_start():  # a spawned rank is a start of its own (another process): a folder walked once here too
         if resuming:
             run = Search.resume(out, console=console, progress=show, shard=shard)
         else:

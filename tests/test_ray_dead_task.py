@@ -66,3 +66,22 @@ def test_a_dead_ray_task_is_recorded_failed_through_the_drivers_own_store(tmp_pa
         cells = {c["cell_id"]: c for c in store.cells()}
     assert cells[dead]["status"] == "failed" and cells[dead]["error"] == expected
     assert all(c["status"] == "pending" for cid, c in cells.items() if cid != dead)
+
+
+def test_a_dead_task_in_a_replaced_plan_ends_in_the_replaced_plan_sentence(tmp_path, monkeypatch):
+    """When another grid's plan took --out, the dead task's record is refused (PlanReplaced); the driver counts the
+    cell as replaced and run_grid says so once, as for the local backend."""
+    import pytest
+
+    from robustdarts.bench.store import PlanReplaced
+
+    plan = make_plan(grid_from_dict(GRID))
+    monkeypatch.setitem(sys.modules, "ray", fake_ray(plan.cells[0].cell_id))
+
+    class ReplacedStore(Store):
+        def finish_cell(self, *args, **kwargs):
+            raise PlanReplaced("the runner's write was refused")
+
+    monkeypatch.setattr(backends, "Store", ReplacedStore)
+    with pytest.raises(PlanReplaced, match="another bench run registered a different grid .* 1 of this grid's"):
+        backends.run_grid(plan, tmp_path / "out", backend="ray", workers=1, threads=1)

@@ -28,7 +28,7 @@ from typing import Callable
 from ..errors import RobustDartsError, unknown
 from .cell import progress, run_cell_task
 from .plan import Plan
-from .store import Store, check_out, replaced_error, units_of
+from .store import PlanReplaced, Store, check_out, replaced_error, units_of
 
 BACKENDS = ("local", "ray")
 RAY_MISSING = ("the ray backend needs Ray, which is not installed; install it with pip install 'robustdarts[ray]' "
@@ -279,9 +279,12 @@ def _run_ray(todo, out: Path, workers: int, threads: int, address: str | None, r
                     results[cell.cell_id] = ray.get(ref)
                 except ray.exceptions.RayError as e:  # the task's process died: record it, go on
                     reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-                    store.finish_cell(cell.cell_id, "failed", f"the Ray task died ({reason}); rerun with "
-                                                              f"--retry-failed.", units_of(cell))
-                    results[cell.cell_id] = "failed"
+                    try:
+                        store.finish_cell(cell.cell_id, "failed", f"the Ray task died ({reason}); rerun with "
+                                                                  f"--retry-failed.", units_of(cell))
+                        results[cell.cell_id] = "failed"
+                    except PlanReplaced:  # another grid's plan took this --out: said once, by run_grid
+                        results[cell.cell_id] = "replaced"
             tick()
         return results
     except KeyboardInterrupt:  # Ctrl-C: no queued cell starts; running ones get KeyboardInterrupt (resumable)

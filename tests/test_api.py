@@ -153,7 +153,7 @@ def test_resume_needs_the_same_data_handed_in_again(tmp_path):
 BAD_DATA = [
     ((np.zeros((12, 8, 8), np.float32), np.arange(12) % 2), "holds float32 images; images must be uint8"),
     ((np.zeros((12, 8, 8, 2), np.uint8), np.arange(12) % 2), "N x H x W x C"),
-    ((np.zeros((12, 4, 4), np.uint8), np.arange(12) % 2), "smaller than the 8 pixels"),
+    ((np.zeros((12, 2, 2), np.uint8), np.arange(12) % 2), "smaller than the 3 pixels"),
     ((arrays(12)[0], np.arange(11) % 2), "12 images but labels of shape (11,)"),
     ((arrays(12)[0], np.arange(12) % 2 + 0.5), "float64 labels; labels must be integers"),
     ((arrays(12)[0], np.arange(12) % 2 + 1), "label 2, out of range"),

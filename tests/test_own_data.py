@@ -266,7 +266,7 @@ def different_classes(root: Path) -> Path:
 def tiny_images(root: Path) -> Path:
     good_folder(root)
     bad = root / "train" / "a" / "small.png"
-    save(bad, np.zeros((7, 12, 3), dtype=np.uint8))
+    save(bad, np.zeros((2, 12, 3), dtype=np.uint8))
     return bad
 
 
@@ -306,7 +306,7 @@ BAD = [
     ("empty-class-folder", "folder", empty_class, ["holds no images"]),
     ("no-images", "folder", no_images, ["holds no class folders"]),
     ("train-test-classes-differ", "folder", different_classes, ["only in train: b", "only in test: bee"]),
-    ("image-smaller-than-8", "folder", tiny_images, ["12x7 pixels", "smaller than the 8"]),
+    ("image-smaller-than-3", "folder", tiny_images, ["12x2 pixels", "smaller than the 3"]),
     ("train-without-test", "folder", train_without_test, ["no test/"]),
     ("npz-keys-missing", "npz", npz_case(y_test=None), ["lacks y_test"]),
     ("npz-lengths-differ", "npz", npz_case(y_train=np.arange(19) % 2), ["20 images", "(19,)"]),
@@ -315,11 +315,11 @@ BAD = [
     ("npz-float-labels", "npz", npz_case(y_train=np.arange(20) % 2 * 1.0), ["float64", "integers"]),
     ("npz-two-channels", "npz", npz_case(x_train=np.zeros((20, 10, 10, 2), np.uint8)), ["C = 1 or 3"]),
     ("npz-float-images", "npz", npz_case(x_train=np.zeros((20, 10, 10), np.float32)), ["float32", "uint8"]),
-    ("npz-small-images", "npz", npz_case(x_train=np.zeros((20, 6, 6), np.uint8),
-                                         x_test=np.zeros((6, 6, 6), np.uint8)), ["6x6 pixels"]),
+    ("npz-small-images", "npz", npz_case(x_train=np.zeros((20, 2, 2), np.uint8),
+                                         x_test=np.zeros((6, 2, 2), np.uint8)), ["2x2 pixels"]),
     ("npz-one-class", "npz", npz_case(y_train=np.zeros(20, np.int64), y_test=np.zeros(6, np.int64)),
      ["two classes"]),
-    ("npz-not-npz", "npz", lambda root: text_file(root / "data.npz"), ["cannot be read as an npz file"]),
+    ("npz-not-npz", "npz", lambda root: text_file(root / "data.npz"), ["is not a numpy .npz (zip) file"]),
 ]
 
 

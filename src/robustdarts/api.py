@@ -68,7 +68,8 @@ def search(space: str | Path = "darts", method: str = "darts",
         preset: sizes only (tiny, small, paper); never changes the algorithm.
         out: the run directory (default ``runs/search-<space>-<method>-<dataset>-s<seed>``); it must be new.
         resume: continue the run in this directory with its own config (then give no other field; a run on
-            in-memory data needs the same data handed in again as ``dataset=``, checked by its hash).
+            in-memory data needs the same data handed in again as ``dataset=``, checked by its hash; a run whose
+            ``folder:``/``npz:`` data moved takes ``dataset=`` at the new place, checked by its content digest).
         progress: show live progress bars and notes on the terminal.
         **config_fields: any ``SearchConfig`` field (epochs, batch_size, init_channels, layers, image_size,
             limit_images, seed, arch_lr, ...) and ``method_options`` (a dict of the method's options), typed and
@@ -84,8 +85,10 @@ def search(space: str | Path = "darts", method: str = "darts",
         ...                             limit_images=32, batch_size=16, out="runs/example")  # doctest: +SKIP
         >>> result.genotype.describe()  # doctest: +SKIP
     """
+    from .config import SearchConfig
     from .starts import one_start
 
+    python_values(SearchConfig, config_fields)
     with one_start():  # one start: a folder data set walked once for all its look-ups, anew by the next call
         if resume is not None:
             given = dict(space=space, method=method, dataset=dataset)
@@ -97,6 +100,34 @@ def search(space: str | Path = "darts", method: str = "darts",
         return run_search(run)
 
 
+def python_values(cls, fields: dict[str, Any]) -> None:
+    """Refuse text that reads as a number for a numeric field of ``cls`` handed to the Python API (``epochs="2"``,
+    ``lr="0.1"``), which config.coerce_field would parse: Python callers pass Python values, and only the text
+    paths (the command line, YAML files) read numbers from text. Other text is refused there, in the command line's
+    sentence; so are "none" (an empty field) and "auto" (``threads``), words and not numbers. Exact conversions of
+    Python numbers stay (a whole float 1.0 for an int field)."""
+    import math
+
+    from .config import type_hints
+    from .errors import short
+
+    hints = type_hints(cls)
+    for name, value in fields.items():
+        hint = hints.get(name, "")
+        hint = hint.__name__ if hint in (int, float) else str(hint)
+        if not isinstance(value, str) or not hint.startswith(("int", "float")):
+            continue
+        try:
+            if not math.isfinite(float(value)):
+                continue  # "nan", "inf": no number here either, refused by config.coerce_field
+        except ValueError:
+            continue  # text that is no number ("fast", "none", "auto"): left to config.coerce_field
+        fix = f"pass {name}={value.strip()} without quotes" if len(value) <= 40 else "pass a number"
+        raise RobustDartsError(f"config field {name!r} is the text {short(value)}, but needs a number; the Python "
+                               f"API takes Python values (only the command line and YAML files read numbers from "
+                               f"text), so {fix}.")
+
+
 def resolve_search_config(**fields: Any) -> SearchConfig:
     """The resolved ``SearchConfig`` of keyword fields (``space``, ``method``, ``dataset`` — in-memory data handed
     in here —, ``preset`` and any config field): the method preset's settings for the space's kind, the sizes
@@ -106,9 +137,63 @@ def resolve_search_config(**fields: Any) -> SearchConfig:
     fields = dict(fields)
     if "dataset" in fields:
         fields["dataset"] = dataset_name(fields["dataset"])
-    if isinstance(fields.get("space"), Path):
-        fields["space"] = str(fields["space"])
+    if fields.get("space") is not None:
+        fields["space"] = space_name(fields["space"])
+    if fields.get("method") is not None:
+        fields["method"] = method_name(fields["method"])
     return search_config(fields)
+
+
+def space_name(space: Any) -> str:
+    """The name a config records for ``space``: a name or FILE.yaml as it is, a ``Space`` under its name, and a
+    definition mapping (the fields of a space file: name, ops or edges, nodes, inputs_per_node) registered first
+    (spaces/registry.register_definition; the run records it in space.yaml, so later commands need no file)."""
+    from .spaces.registry import SPACES, Space, register_definition
+
+    if isinstance(space, (str, Path)):
+        return str(space)
+    if isinstance(space, dict):
+        return register_definition(space, "the space definition handed in").name
+    if isinstance(space, Space):
+        if SPACES.get(space.name) == space:
+            return space.name
+        if space.kind == "darts":  # a user's DARTS-kind Space value: checked and registered as its definition is
+            return register_definition(space.definition(), f"space {space.name!r}").name
+    from .errors import short
+    raise RobustDartsError(f"space is {short(space)}; pass a space name (robustdarts spaces), a FILE.yaml path, or "
+                           f"a definition dict with the fields of a space file (name, ops, nodes, inputs_per_node).")
+
+
+def method_name(method: Any) -> str:
+    """The name a config records for ``method``: a name as it is; a ``Preset`` object by the name under which
+    another process finds it again (its own name when the registry or an installed plugin holds it, else
+    ``MODULE:ATTRIBUTE`` of the module attribute that holds it), so that resume and derive work from the run."""
+    from .methods.presets import Preset
+
+    if isinstance(method, str):
+        return method
+    if not isinstance(method, Preset):
+        from .errors import short
+        raise RobustDartsError(f"method is {short(method)}; pass a method name (robustdarts methods), "
+                               f"'MODULE:ATTRIBUTE' of a plugin's Preset, or the Preset object itself.")
+    from . import plugins
+    from .methods import PRESETS
+
+    try:
+        found = PRESETS.get(method.name) or plugins.find_method(method.name)
+    except RobustDartsError:
+        found = None  # a broken plugin of that name: the object in hand may still be found by its module
+    if found is method or found == method:
+        return method.name
+    import sys
+    modules = [sys.modules.get(method.family.__module__)] + list(sys.modules.values())
+    for module in modules:
+        for attribute, value in list(getattr(module, "__dict__", {}).items()):
+            if value is method and plugins.is_spec(f"{module.__name__}:{attribute}"):
+                return f"{module.__name__}:{attribute}"
+    raise RobustDartsError(f"the Preset {method.name!r} handed in is neither a registered method nor an attribute of "
+                           f"an imported module, so a resume could not find it again; define it at module level (or "
+                           f"install it as a plugin) and pass it, or its 'MODULE:ATTRIBUTE'.")
 
 
 def default_search_dir(cfg: SearchConfig) -> Path:
@@ -119,10 +204,11 @@ def default_search_dir(cfg: SearchConfig) -> Path:
 
 
 def open_search_run(cfg: SearchConfig | None, out: str | Path | None, *, resume: bool = False, console=None,
-                    progress: bool = False, log: str | None = None):
+                    progress: bool = False, log: str | None = None, dataset: str | None = None):
     """The search object for ``cfg`` into ``out`` (default ``default_search_dir``), or, with ``resume``, for the
     run in ``out``: a ``Search`` in this process, one torchrun rank, or ``cfg.nproc`` spawned processes
-    (search/launch.py). ``console``: where notes and progress go (default: the terminal when ``progress``)."""
+    (search/launch.py). ``console``: where notes and progress go (default: the terminal when ``progress``).
+    ``dataset`` with ``resume`` (the CLI's ``--dataset``): the new place of the run's own data, if it moved."""
     from .paths import check_output_dir
     from .search.launch import open_search
 
@@ -131,6 +217,11 @@ def open_search_run(cfg: SearchConfig | None, out: str | Path | None, *, resume:
         console = Console()
     if not resume:
         out = check_output_dir(out if out is not None else default_search_dir(cfg))
+    else:
+        if dataset is not None:
+            _refuse_with_resume(out, "search", {"dataset": dataset}, preset=None, out=None, fields={},
+                                defaults={"dataset": None})
+        _check_resumed_data(out, "search")
     return open_search(cfg, Path(out), resume=resume, console=console, progress=progress, log=log)
 
 
@@ -204,7 +295,8 @@ def train(genotype_or_run_dir: Genotype | str | Path, dataset: str | tuple[Any, 
             search trains and tests on the same data), fashion-mnist otherwise.
         preset: sizes only (tiny, small, paper).
         out: the run directory (default ``runs/train-<genotype>-<dataset>-s<seed>``); it must be new.
-        resume: continue the training run in this directory (then give no other field).
+        resume: continue the training run in this directory (then give no other field but ``dataset=`` at the new
+            place of its ``folder:``/``npz:`` data, if that moved: checked by its content digest).
         condition: the LHD evaluation condition of an LHD genotype (base, 3ops, 4out, 1m).
         progress: show live progress on the terminal.
         **fields: any ``TrainConfig`` field (epochs, batch_size, init_channels, layers, image_size, limit_images,
@@ -220,6 +312,9 @@ def train(genotype_or_run_dir: Genotype | str | Path, dataset: str | tuple[Any, 
     """
     from .starts import one_start
 
+    from .config import TrainConfig
+
+    python_values(TrainConfig, fields)
     with one_start():  # one start: a folder data set walked once for all its look-ups, anew by the next call
         run = open_train_run(genotype_or_run_dir, dataset, preset=preset, out=out, resume=resume,
                              condition=condition, progress=progress, **fields)
@@ -251,6 +346,7 @@ def open_train_run(genotype_or_run_dir: Genotype | str | Path,
                                    f"{recorded[:80]!r} or the run directory as the genotype.")
         _refuse_with_resume(resume, "train", {"dataset": dataset}, preset=preset, out=out, fields=fields,
                             defaults={"dataset": None})
+        _check_resumed_data(resume, "train")
         return Train.resume(resume, console=console, progress=progress)
     from .eval_recipe import train_defaults
     from .genotype import validate
@@ -361,6 +457,7 @@ def _refuse_with_resume(resume: str | Path, kind: str, given: dict[str, Any], *,
     defaults = defaults if defaults is not None else {"space": "darts", "method": "darts", "dataset": "fashion-mnist"}
     recorded_data = cfg.dataset
     data = given.pop("dataset", None)
+    moved = None
     if recorded_data.startswith("in-memory:"):
         if isinstance(data, str) or data is None:
             raise RobustDartsError(f"{resume} was run on data handed in memory ({recorded_data}); hand the same "
@@ -370,6 +467,8 @@ def _refuse_with_resume(resume: str | Path, kind: str, given: dict[str, Any], *,
         if name != recorded_data:
             raise RobustDartsError(f"the data handed in hashes to {name}, but {resume} was run on {recorded_data}; "
                                    f"hand in the same images and labels, in the same order.")
+    elif _own_place(recorded_data) and _own_place(data):
+        moved = data if _own_place(data) != _own_place(recorded_data) else None  # the same place, however written
     elif not (isinstance(data, str) and data in (defaults.get("dataset"), recorded_data)) and data is not None:
         given["dataset"] = data
     changed = [k for k, v in given.items() if v != defaults.get(k) and v != getattr(cfg, k, None)]
@@ -379,3 +478,67 @@ def _refuse_with_resume(resume: str | Path, kind: str, given: dict[str, Any], *,
     if changed:
         raise RobustDartsError(f"resume continues {resume} with its own config.yaml, so {', '.join(changed)} cannot "
                                f"change it; drop {'it' if len(changed) == 1 else 'them'}.")
+    if moved is not None:
+        _record_moved_data(resume, kind, moved)
+
+
+def _own_place(name: object) -> str | None:
+    """The canonical ``folder:``/``npz:`` name of a user's data on disk (None for a built-in name, data in memory
+    or anything else): the only names a resume may point elsewhere (the content is checked, not the place)."""
+    from .data.own import IN_MEMORY, canonical_name, is_own
+
+    if not is_own(name) or name.startswith(f"{IN_MEMORY}:"):
+        return None
+    return canonical_name(name)
+
+
+def _record_moved_data(run_dir: str | Path, kind: str, name: str) -> None:
+    """A run's own data moved (or was copied) since it started, and the resume names the new place: taken when it
+    holds the same data by the content digest that data.json recorded (the digest covers images, labels and
+    split, no path; so the batch streams, and a bit-exact resume, are the same), and then recorded in config.yaml
+    and data.json, so that later resumes, derive and train from the run find it without being told. A different
+    digest is refused in one sentence before anything is written. The writes happen under the run's lock (not
+    under a search another process runs), which is given back at once: Search/Train.resume, or the ranks that
+    --nproc spawns, take it next. Under torchrun every rank comes here and writes the same bytes, unlocked (the
+    ranks would refuse each other); Search.resume's barrier orders all of it before rank 0 touches the run."""
+    import json
+
+    import yaml
+
+    from .atomic import atomic_write_text
+    from .data.own import RECORD_FILE, moved_record
+    from .distributed import under_torchrun
+    from .runs import RunDir, held_runs, release
+
+    run = RunDir(run_dir)
+    record = moved_record(run.path, name)  # refuses other data, writes nothing
+    skip_lock = under_torchrun() or run.path.resolve() in held_runs()  # held already by this process: kept
+    if not skip_lock:
+        run.lock(kind)
+    try:
+        config = yaml.safe_load(run.config_path.read_text())  # as written, every other field untouched
+        config["dataset"] = record["dataset"]
+        atomic_write_text(run.config_path, yaml.safe_dump(config, sort_keys=False))
+        atomic_write_text(run.path / RECORD_FILE, json.dumps(record, indent=1) + "\n")
+    finally:
+        if not skip_lock:
+            release(run.path)
+
+
+def _check_resumed_data(run_dir: str | Path, kind: str) -> None:
+    """A resumed run's own data must be where config.yaml says; if it is not, one sentence says how to name the
+    new place (the load's own "does not exist; give folder:PATH ..." is a dead end on resume, which refuses
+    other fields)."""
+    from .config import SearchConfig, TrainConfig
+    from .runs import RunDir
+
+    name = RunDir(run_dir).load_config(SearchConfig if kind == "search" else TrainConfig).dataset
+    place = _own_place(name)
+    if place is None:
+        return
+    what, path = place.split(":", 1)
+    if not Path(path).exists():
+        new = "folder:NEW_PATH" if what == "folder" else "npz:NEW_FILE"
+        raise RobustDartsError(f"{'folder' if what == 'folder' else 'npz file'} {path}, the data {run_dir} was run "
+                               f"on, does not exist; if it moved, pass --dataset {new} with --resume (in Python: "
+                               f"dataset={new!r} with resume=).")

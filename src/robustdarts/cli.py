@@ -31,6 +31,9 @@ class _ChoiceGroup(TyperGroup):
         name, command, rest = super().resolve_command(ctx, args)
         if command is not None:
             expand_help(command)
+            if "--help" in rest and "robustdarts.plugins" in sys.modules:  # the help listed the plugins' methods
+                from .plugins import warn_broken_methods
+                warn_broken_methods()
         return name, command, rest
 
     def invoke(self, ctx):
@@ -167,7 +170,8 @@ def search(
     log: Optional[str] = typer.Option(None, help=f"also log each epoch for a dashboard (optional extra), "
                                                  f"{one_of('log')}"),
     out: Optional[Path] = typer.Option(None, help="run directory (default runs/search-<space>-<method>-<seed>)"),
-    resume: Optional[Path] = typer.Option(None, help="continue the run in this directory"),
+    resume: Optional[Path] = typer.Option(None, help="continue the run in this directory (with --dataset "
+                                                     "folder:NEW_PATH or npz:NEW_FILE if its own data moved)"),
     seed: Optional[int] = typer.Option(None),
     epochs: Optional[int] = typer.Option(None),
     batch_size: Optional[int] = typer.Option(None),
@@ -226,9 +230,10 @@ def search(
         from .paths import IMAGE_SUFFIXES, check_output_file
         check_output_file(draw, "--draw", IMAGE_SUFFIXES)  # before the search, not after it
     if resume is not None:
-        refuse_with_resume(resume, ("resume", "draw", "as_json", "progress", "log"))
+        # --dataset only for the run's own data at a new place (same content digest; api._refuse_with_resume)
+        refuse_with_resume(resume, ("resume", "dataset", "draw", "as_json", "progress", "log"))
         run = open_search_run(None, resume, resume=True, console=err_console if as_json else console,
-                              progress=show, log=log)
+                              progress=show, log=log, dataset=dataset)
     else:
         cfg = search_config(config, set_, space=space, method=method, dataset=dataset, preset=preset, seed=seed,
                             epochs=epochs, batch_size=batch_size, init_channels=channels, layers=layers,
@@ -302,13 +307,15 @@ def derive(
 
 @app.command()
 def train(
-    genotype: str = typer.Argument(..., help="published name, genotype file, .pl file or search run directory"),
+    genotype: Optional[str] = typer.Argument(None, help="published name, genotype file, .pl file or search run "
+                                                        "directory (not needed with --resume)"),
     dataset: Optional[str] = typer.Option(None, help=f"dataset (default: a search run's own, else fashion-mnist): "
                                                      f"folder:PATH (your images), npz:FILE (your arrays), or "
                                                      f"{one_of('dataset')}"),
     preset: Optional[str] = typer.Option(None, help=f"sizes only, {one_of('preset')}"),
     out: Optional[Path] = typer.Option(None),
-    resume: Optional[Path] = typer.Option(None, help="continue the training run in this directory"),
+    resume: Optional[Path] = typer.Option(None, help="continue the training run in this directory (with --dataset "
+                                                     "folder:NEW_PATH or npz:NEW_FILE if its own data moved)"),
     seed: Optional[int] = typer.Option(None),
     epochs: Optional[int] = typer.Option(None),
     batch_size: Optional[int] = typer.Option(None),
@@ -327,9 +334,15 @@ def train(
     show = progress and not as_json
     log = err_console if as_json else console
     if resume is not None:
-        refuse_with_resume(resume, ("resume", "genotype", "as_json", "progress"))
-        run = open_train_run(genotype, resume=resume, console=log, progress=show)
+        refuse_with_resume(resume, ("resume", "genotype", "dataset", "as_json", "progress"))
+        # The run's config.yaml names its genotype: the positional may be left out (as search --resume DIR does).
+        # --dataset: only the run's own data at a new place (same content digest; api._refuse_with_resume).
+        run = open_train_run(resume if genotype is None else genotype, dataset, resume=resume, console=log,
+                             progress=show)
     else:
+        if genotype is None:
+            raise RobustDartsError("train needs a GENOTYPE (a published name, genotype file, .pl file or search run "
+                                   "directory), or --resume DIR to continue a training run.")
         fields = dict(seed=seed, epochs=epochs, batch_size=batch_size, init_channels=channels, layers=layers,
                       data_dir=data_dir, device=device)
         fields.update(_parse_sets(set_))
@@ -349,8 +362,9 @@ def train(
 @app.command()
 def show(
     genotype: str = typer.Argument(..., help="published name, genotype file (JSON / DARTS text), .pl file, run dir"),
-    dataset: str = typer.Option("cifar10", help=f"dataset the network is built for: folder:PATH, npz:FILE, or "
-                                                f"{one_of('show-dataset')}"),
+    dataset: Optional[str] = typer.Option(None, help=f"dataset the network is built for (default: a search run's "
+                                                     f"own, else cifar10): folder:PATH, npz:FILE, or "
+                                                     f"{one_of('show-dataset')}"),
     layers: Optional[int] = typer.Option(None, help="cells (default 20; 14 for imagenet)"),
     channels: Optional[int] = typer.Option(None, help="initial channels (default 36; 48 for imagenet)"),
     condition: str = typer.Option("base", help=f"LHD evaluation condition, {one_of('condition')}"),
@@ -374,8 +388,15 @@ def show(
     from .data.own import is_own
 
     classes = show_datasets()
+    recorded = _recorded_data(genotype) if dataset is None else None
+    if dataset is None:  # a search run's own data, as train builds it (api._search_dataset), else CIFAR-10
+        from .api import _search_dataset
+        dataset = _search_dataset(genotype) or "cifar10"
     in_channels = 1 if dataset == "fashion-mnist" else 3
-    if is_own(dataset):  # the user's data decides the counts: its classes and channels
+    if recorded is not None:  # the run's data.json holds the counts: the data need not be read (nor still exist)
+        dataset, in_channels = recorded["dataset"], recorded["channels"]
+        classes = {dataset: len(recorded["classes"])}
+    elif is_own(dataset):  # the user's data decides the counts: its classes and channels
         from .data import dataset_info
         own_info = dataset_info(dataset)
         dataset, in_channels = own_info.name, own_info.channels
@@ -411,6 +432,23 @@ def show(
                   f"excluded); {info['params_with_aux']:,} with it")
     if draw is not None:
         console.print(f"cells drawn to {draw}")
+
+
+def _recorded_data(spec: str) -> dict | None:
+    """The data record (data.json: dataset, classes, channels) of a search run on the user's own data, or None for
+    anything else (a built-in dataset's run records none; a damaged record is left to the data's own check)."""
+    from .api import _search_dataset
+    from .data.own import RECORD_FILE
+
+    if _search_dataset(spec) is None:
+        return None
+    try:
+        record = json.loads((Path(spec) / RECORD_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(record, dict) and isinstance(record.get("dataset"), str) and \
+        isinstance(record.get("classes"), list) and record["classes"] and isinstance(record.get("channels"), int)
+    return record if ok else None
 
 
 @app.command()
@@ -452,6 +490,9 @@ def methods(
     from .plugins import method_source
 
     names = [get_preset(name).name] if name else list_methods(filter_)
+    if not name:  # the plugins are listed here: say which failed to load (a command using built-ins never does)
+        from .plugins import warn_broken_methods
+        warn_broken_methods()
     if filter_ and not names:
         raise RobustDartsError(f"no method matches {filter_!r}; run robustdarts methods for the names.")
     rows = []
@@ -715,8 +756,7 @@ def _resume_hint() -> str:
     path, kind = list(runs.items())[-1]
     if not RunDir(path).checkpoint_path.exists():
         return f"{path} had no checkpoint yet: run the same command again to start it over"
-    genotype = f" {path}" if kind == "train" else ""
-    return f"the last checkpoint in {path} is intact: continue with robustdarts {kind}{genotype} --resume {path}"
+    return f"the last checkpoint in {path} is intact: continue with robustdarts {kind} --resume {path}"
 
 
 def _interrupted() -> int:

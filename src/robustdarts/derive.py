@@ -33,6 +33,7 @@ def derive_from_run(run_dir: str | Path, epoch: int | None = None, policy: str |
         raise unknown("discretization policy", policy, policy_names())
     run = RunDir(run_dir)
     cfg = run.load_config(SearchConfig)
+    _check_fits(get_space(cfg.space), policy, condition, run_dir)
     if policy == "darts-pt":
         from .search.darts_pt import darts_pt
         if epoch is not None or condition is not None:
@@ -58,3 +59,25 @@ def derive_from_run(run_dir: str | Path, epoch: int | None = None, policy: str |
         raise RobustDartsError(f"the archive of {run_dir} has no epoch {epoch}; available: {available}.")
     options = {"condition": condition} if condition else {}
     return genotype_of(archive[epoch], recipe, space, epoch, policy, **options), epoch
+
+
+# The kinds of space each epoch-choosing or supernet policy derives on (selective-stop picks an epoch, then the
+# space's own rule derives it: every kind; DARTS-PT: search/darts_pt.py).
+_OTHER_POLICY_KINDS = {"selective-stop": ("darts", "lhd", "nb201"), "darts-pt": ("darts", "nb201")}
+
+
+def _check_fits(space, policy: str | None, condition: str | None, run_dir) -> None:
+    """Refuse a policy or an LHD condition that the run's space cannot take, naming every policy that can: the
+    discretization table alone (discretize.derive) knows neither selective-stop nor darts-pt, and read an LHD
+    condition as an option of the darts rule."""
+    from .discretize import POLICIES
+
+    if condition is not None and space.kind != "lhd":
+        raise RobustDartsError(f"--condition applies to LHD runs only, and {run_dir} searched {space.name!r} "
+                               f"({space.kind}); drop --condition.")
+    kinds = POLICIES[policy].kinds if policy in POLICIES else _OTHER_POLICY_KINDS.get(policy)
+    if policy is not None and space.kind not in kinds:
+        fitting = sorted(n for n, p in POLICIES.items() if space.kind in p.kinds) + \
+            [n for n, k in _OTHER_POLICY_KINDS.items() if space.kind in k]
+        raise RobustDartsError(f"policy {policy!r} applies to {'/'.join(kinds)} spaces, not to {space.name!r} "
+                               f"({space.kind}); use one of: {', '.join(fitting)}.")

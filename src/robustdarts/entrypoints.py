@@ -29,6 +29,9 @@ class PluginSource:
 
 
 _read: set[str] = set()  # the entry-point groups read in this process
+# group -> the warning line of each plugin of it that failed: printed only where the plugins are listed
+# (``warn_broken``), never by a command that merely resolves a built-in name past them.
+_WARNINGS: dict[str, list[str]] = {}
 
 
 def entry_points(group: str) -> list:
@@ -53,7 +56,8 @@ def load_group(group: str, kind: str, register: Callable[[str, Any, PluginSource
     """Hand each entry point of ``group`` to ``register(entry point name, loaded object, source)``, once per process
     (until ``forget(group)``). An entry point that fails to import, or that ``register`` refuses with a
     ``RobustDartsError`` (raised before it adds anything), is one warning line and is left out; its sentence is
-    kept in ``broken`` under the entry point's name. ``kind`` ("method", "op") names the plugin in the messages."""
+    kept in ``broken`` under the entry point's name, and its warning line for ``warn_broken``. ``kind`` ("method",
+    "op") names the plugin in the messages."""
     if group in _read:
         return
     _read.add(group)
@@ -68,12 +72,21 @@ def load_group(group: str, kind: str, register: Callable[[str, Any, PluginSource
             register(ep.name, value, source)
         except RobustDartsError as e:
             broken[ep.name] = str(e)
-            warn_once(f"{e} The built-in {kind}s work as before.")
+            _WARNINGS.setdefault(group, []).append(f"{e} The built-in {kind}s work as before.")
+
+
+def warn_broken(group: str) -> None:
+    """One warning line per plugin of ``group`` that failed to load (once per process): called where the plugins
+    are listed (``robustdarts methods``, a command's ``--help``), so that a command that uses only built-ins stays
+    quiet, and asking for the bad plugin by name is its error sentence instead."""
+    for line in _WARNINGS.get(group, []):
+        warn_once(line)
 
 
 def forget(group: str) -> None:
     """Let ``load_group`` read ``group`` again (tests that install or remove a plugin mid-process)."""
     _read.discard(group)
+    _WARNINGS.pop(group, None)
 
 
-__all__ = ["PluginSource", "entry_points", "distribution", "load_group", "forget"]
+__all__ = ["PluginSource", "entry_points", "distribution", "load_group", "warn_broken", "forget"]

@@ -11,8 +11,8 @@ very string (``cfg.method == "pkg.mod:PRESET"``), so ``--resume``, ``derive`` an
 Ray import it again from the run's config.yaml alone.
 
 A plugin that fails to import, has the wrong type, or whose name clashes with a built-in never breaks the built-ins:
-loading all entry points (``robustdarts methods``, ``--help``) prints one warning line per bad plugin, and only asking
-for that plugin by name raises its one-sentence error. The op group is read by ``spaces/ops.py`` itself (the op
+listing the methods (``robustdarts methods``, a command's ``--help``) prints one warning line per bad plugin, and only
+asking for that plugin by name raises its one-sentence error; a command that uses only built-ins prints nothing. The op group is read by ``spaces/ops.py`` itself (the op
 registry sits below everything that builds ops); this module reads the method group. Both go through the one loop of
 ``entrypoints.load_group``, and differ only in how they check and add a loaded plugin's rows.
 """
@@ -23,7 +23,7 @@ import importlib
 import re
 from dataclasses import replace
 
-from .entrypoints import PluginSource, forget, load_group
+from .entrypoints import PluginSource, forget, load_group, warn_broken
 from .errors import RobustDartsError, first_line, forget_warnings
 
 METHOD_GROUP = "robustdarts.methods"
@@ -78,8 +78,14 @@ def _register_method_plugin(name: str, value, source: PluginSource) -> None:
 
 def load_method_plugins() -> None:
     """Add the presets of every ``robustdarts.methods`` entry point to ``PRESETS`` (once per process); a bad
-    entry point is one warning line and is left out."""
+    entry point is left out, its warning kept for ``warn_broken_methods``."""
     load_group(METHOD_GROUP, "method", _register_method_plugin, BROKEN_METHODS)
+
+
+def warn_broken_methods() -> None:
+    """One warning line per method plugin that failed to load: for where the methods are listed."""
+    load_method_plugins()
+    warn_broken(METHOD_GROUP)
 
 
 def import_object(spec: str, what: str):
@@ -158,5 +164,5 @@ def reset() -> None:
     importlib.invalidate_caches()
 
 
-__all__ = ["METHOD_GROUP", "PluginSource", "is_spec", "load_method_plugins", "load_method_spec", "find_method",
+__all__ = ["METHOD_GROUP", "PluginSource", "is_spec", "load_method_plugins", "warn_broken_methods", "load_method_spec", "find_method",
            "method_source", "import_object", "reset"]

@@ -311,7 +311,7 @@ class RunDir:
         """Register the space this run recorded (space.yaml), if any, under its name."""
         if self.space_path.is_file():
             from .spaces.registry import load_space
-            load_space(self.space_path)
+            load_space(self.space_path, recorded=True)  # a plugin op not installed here fails only when built
 
     def load_config(self, cls):
         """config.yaml, typed and range-checked (load_yaml); errors name the file. A user's space that the run
@@ -345,7 +345,7 @@ class RunDir:
             return  # not the other kind either: the error about the file stands
         this, that = ("search", "training") if other is SearchConfig else ("training", "search")
         command = f"robustdarts search --resume {self.path}" if other is SearchConfig else \
-            f"robustdarts train {self.path} --resume {self.path}"
+            f"robustdarts train --resume {self.path}"
         raise RobustDartsError(f"{self.path} is a {this} run, not a {that} run; continue it with {command}.") from None
 
     def record_resume(self, device: str = "cpu") -> dict[str, tuple]:

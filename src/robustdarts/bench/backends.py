@@ -88,6 +88,8 @@ def run_grid(plan: Plan, out: str | Path, backend: str = "local", workers: int |
 
     check_backend(backend, address)
     check_workers(workers, threads)
+    if backend == "local":
+        check_main_guarded()  # before the store is written: the workers would die at their start
     workers = workers or default_workers()
     threads = threads or max((os.cpu_count() or 1) // workers, 1)
     out = Path(out)
@@ -204,6 +206,40 @@ def _sigint_blocked():
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def check_main_guarded(what: str = "robustdarts.bench.run") -> None:
+    """Refuse, before any worker starts, a call made by a script's top-level code outside ``if __name__ ==
+    "__main__":``. A spawned worker begins by running the script again; unguarded, that run calls us again, the
+    worker's own start fails (multiprocessing's bootstrapping RuntimeError) and the pool reports only that a worker
+    died. The statement of ``__main__`` being executed is found on the stack and looked up in the script's syntax
+    tree; a script that cannot be read, or no script at all (``python -c``, a notebook), is left alone."""
+    import ast
+    import sys
+
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not path:
+        return
+    frame, line = sys._getframe(), None
+    while frame is not None:  # the outermost frame running the script's own top-level code
+        if frame.f_code.co_name == "<module>" and frame.f_globals is vars(main):
+            line = frame.f_lineno
+        frame = frame.f_back
+    if line is None:
+        return
+    try:
+        tree = ast.parse(Path(path).read_text(), filename=str(path))
+    except (OSError, ValueError, SyntaxError, UnicodeDecodeError):
+        return
+    for node in tree.body:
+        if node.lineno <= line <= (node.end_lineno or node.lineno):
+            guarded = isinstance(node, ast.If) and "__name__" in ast.unparse(node.test)
+            if not guarded:
+                raise RobustDartsError(f"{what} is called by the top-level code of {path}, which each worker process "
+                                       f"runs again as it starts; guard the call with "
+                                       f"`if __name__ == \"__main__\":`.")
+            return
 
 
 def _run_local(todo, out: Path, workers: int, threads: int, address, retry_failed: bool, tick) -> dict[str, str]:

@@ -196,9 +196,15 @@ def _limited(dataset: ImageSet, split: str, limit: int | None, seed: int, image_
 def _chosen(count: int, name: str, split: str, limit: int | None, seed: int) -> Tensor | None:
     """The positions (in index order) of the seeded ``limit`` subset of ``count`` images, None for all of them."""
     if limit is not None and limit > count:
+        from ..config import PRESETS  # late: config imports the data layer
+
         field = "limit_images" if split == "train" else "limit_test"
-        raise RobustDartsError(f"{field} is {limit}, but the {name} {split} set has only {count} images; lower "
-                               f"it, or leave it unset to use them all.")
+        # The limit reaches here without its origin (loop.py and train.py pass the config's value), and a preset's
+        # 2,000 is not something the user set: name the preset that gives this value, and how to drop the limit.
+        presets = sorted(p for p, kinds in PRESETS.items() if any(k.get(field) == limit for k in kinds.values()))
+        origin = f" (the value --preset {' and '.join(presets)} sets)" if presets else ""
+        raise RobustDartsError(f"{field} is {limit}{origin}, but the {name} {split} set has only {count} images; "
+                               f"lower it, or pass --set {field}=none to use them all.")
     if limit is None or limit == count:
         return None
     return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:limit].sort().values

@@ -7,10 +7,11 @@ content digest. Decoding and caching live here only.
 - ``folder:PATH``: ``PATH/train/<class>/*`` and ``PATH/test/<class>/*``, or ``PATH/<class>/*`` alone, when a seeded
   1/6 of each class (at least one image) is held out as the test split. PNG, JPEG, BMP and WebP are decoded with
   Pillow (in worker processes for large folders); grayscale, palette, RGB and RGBA (alpha dropped) images become
-  1-channel sets when all are gray, 3-channel ones otherwise. Files without an image suffix and hidden files are
-  ignored and counted.
+  1-channel sets when Pillow opens all as gray, 3-channel ones otherwise (a gray WebP opens as RGB, a gray palette
+  PNG as P: a note then names the first such image). Files without an image suffix and hidden files are ignored and
+  counted.
 - ``npz:FILE``: keys ``x_train``, ``y_train``, ``x_test``, ``y_test``; uint8 images N x H x W or N x H x W x C with
-  C in (1, 3); integer labels 0..K-1 (K: the classes found).
+  C in (1, 3); integer labels 0..K-1 (K: the classes found), the same labels in both splits.
 
 A folder is decoded once: its images go to a cache file named by a hash of what was read (the resolved folder,
 every file's relative name, size, modification and change time), so a changed folder is decoded again and the
@@ -44,7 +45,11 @@ from ..starts import once_per_start
 IN_MEMORY = "in-memory"  # data handed to the Python API (api.py): arrays, tensors or a torch Dataset
 KINDS = ("folder", "npz", IN_MEMORY)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-MIN_SIDE = 8  # two stride-2 reductions and a 3x3 stem on fewer pixels leave nothing to classify
+# The network's least side, as config.FIELD_RANGES' image_size: its two stride-2 reductions take 3 pixels to 2 to 1
+# (a search and a training at image_size 3 run); the 8 pixels asked before refused images that --set image_size
+# would have accepted.
+MIN_SIDE = 3
+WHY_MIN_SIDE = f"the {MIN_SIDE} pixels a side that the network's two stride-2 reductions need"
 HOLDOUT_SEED = 0  # a constant, not the run's seed: every run on a folder (search, train, any seed) tests on the same
 HOLDOUT_FRACTION = 1 / 6  # images, none of which a search trained on
 PARALLEL_FROM = 2048  # files; below this, starting worker processes costs more than it saves
@@ -144,6 +149,13 @@ def _resize(images: torch.Tensor, side: int) -> torch.Tensor:
 _MEMO: dict[str, Decoded] = {}  # content key -> decoded set, for the look-ups of one process
 
 
+def _clipped(text: str, limit: int = 120) -> str:
+    """``text`` cut after the last whole word within ``limit`` characters: a cut mid-word reads as a typo."""
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " ..."
+
+
 def note(text: str) -> None:
     """One line on stderr (never stdout, which --json keeps for its JSON)."""
     print(f"note: {text}", file=sys.stderr, flush=True)
@@ -219,6 +231,11 @@ def load(name: str, split: str, image_size: int | None = None, skip_bad_images: 
     chosen = choose(int(test.sum())) if choose is not None else None
     rows = None if chosen is None else chosen.numpy()
     labels = data.labels[test] if rows is None else data.labels[test][rows]
+    if image_size and image_size != m["size"]:
+        size = f"{m['size']}x{m['size']}" + (" (the most common size)" if len(m["sizes"]) > 1 else "")
+        once_per_start(("own-data resized", canonical_name(name), image_size), lambda: note(
+            f"{canonical_name(name)}: images resized from {size} to {image_size}x{image_size} (image_size); "
+            f"{RECORD_FILE} records the data's own size."))
     return (data.images(split, image_size or m["size"], rows), torch.from_numpy(labels), canonical_name(name),
             len(data.classes), tuple(m["mean"]), tuple(m["std"]))
 
@@ -248,6 +265,24 @@ def record(run_dir: Path, name: str, resuming: bool = False) -> None:
         out["holdout"] = {"seed": HOLDOUT_SEED, "fraction": "1/6 of each class, at least one image",
                           "test_images": [f for f, t in zip(data.files, data.test) if t]}
     atomic_write_text(path, json.dumps(out, indent=1) + "\n")
+
+
+def moved_record(run_dir: Path, name: str) -> dict:
+    """The run's data.json naming ``name`` as the new place of its data (a folder or file moved since the run
+    started), for the caller to write: refused as ``record(resuming=True)`` refuses changed data unless ``name``
+    holds the data whose content digest data.json recorded. The digest covers classes, sizes, labels, split and
+    pixels, never a path, so the same data at another place gives the same batches."""
+    path = Path(run_dir) / RECORD_FILE
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        recorded = None
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("digest"), str):
+        raise RobustDartsError(f"{path} holds no content digest of the data {run_dir} was run on, so "
+                               f"{canonical_name(name)} cannot be checked to be the same data; put the data back "
+                               f"where the run's config.yaml says, or start a new run.")
+    record(run_dir, name, resuming=True)  # a different digest: "changed since", one sentence
+    return {**recorded, "dataset": canonical_name(name)}
 
 
 # ---------------------------------------------------------------------------------------------------- folders
@@ -373,7 +408,7 @@ def _decode_one(path: str) -> np.ndarray | str:
             return np.asarray(img, dtype=np.uint8)
     except Exception as e:  # noqa: BLE001 - a decoder fed arbitrary bytes raises many types; each means "bad file"
         text = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
-        return text[:120]
+        return _clipped(text)
 
 
 def _decode_chunk(paths: list[str]) -> list[np.ndarray | str]:
@@ -420,13 +455,14 @@ def _decode_folder(root: Path, listing: Listing) -> Decoded:
             continue
         h, w = image.shape[:2]
         if min(h, w) < MIN_SIDE:
-            raise RobustDartsError(f"{root / rel} is {w}x{h} pixels, smaller than the {MIN_SIDE} pixels a side the "
-                                   f"network needs; remove it or use larger images.")
+            raise RobustDartsError(f"{root / rel} is {w}x{h} pixels, smaller than {WHY_MIN_SIDE}; remove it or use "
+                                   f"larger images.")
         good.append((rel, label, split, image))
     if not good:
         raise RobustDartsError(f"no image in {root} can be decoded (first: {skipped[0][0]}: {skipped[0][1]}); check "
                                f"that the files are PNG, JPEG, BMP or WebP images.")
     channels = 3 if any(img.ndim == 3 for _, _, _, img in good) else 1
+    colour = [(rel, img) for rel, _, _, img in good if img.ndim == 3]
     pixels = np.concatenate([_with_channels(img, channels).reshape(-1) for _, _, _, img in good])
     shapes = np.array([img.shape[:2] for _, _, _, img in good], dtype=np.int64)
     labels = np.array([label for _, label, _, _ in good], dtype=np.int64)
@@ -436,10 +472,22 @@ def _decode_folder(root: Path, listing: Listing) -> Decoded:
         test = _hold_out(labels, listing.classes, root)
     seconds = time.perf_counter() - start
     meta = {"layout": listing.layout, "ignored": sum(listing.ignored.values()),
-            "ignored_kinds": dict(listing.ignored), "skipped": skipped,
+            "ignored_kinds": dict(listing.ignored), "skipped": skipped, "colour": _colour(colour, len(good)),
             "decoded": f"decoded {len(good):,} images in {seconds:.2f} s "
                        f"({len(good) / max(seconds, 1e-9):,.0f} images/s)"}
     return Decoded(pixels, shapes, labels, test, channels, listing.classes, files, meta)
+
+
+def _colour(colour: list[tuple[str, np.ndarray]], count: int) -> dict | None:
+    """Why a set became 3-channel, for its note: the first image decoded as colour, how many of the colour ones
+    look gray (three channels within 2 levels: Pillow opens a gray WebP as RGB, a gray palette PNG as P), how
+    many are gray."""
+    if not colour:
+        return None
+    # Within 2 levels, not exactly: a lossy WebP of a gray image comes back with channels 1 level apart.
+    looks_gray = [int(np.ptp(img.astype(np.int16), axis=2).max()) <= 2 for _, img in colour]
+    return {"first": colour[0][0], "first_looks_gray": looks_gray[0], "colour": len(colour),
+            "looks_gray": sum(looks_gray), "gray": count - len(colour)}
 
 
 def _with_channels(image: np.ndarray, channels: int) -> np.ndarray:
@@ -479,6 +527,16 @@ def _npz_key(path: Path) -> str:
 def _read_npz(path: Path) -> Decoded:
     if path.is_dir():
         raise RobustDartsError(f"{path} is a folder, not an npz file; use folder:{path} for a folder of images.")
+    # np.load takes a file that is not a zip for a pickle (its refusal then talks of allow_pickle) or for one .npy
+    # array (no keys at all): say what the file is not, before numpy guesses.
+    try:
+        with open(path, "rb") as f:
+            is_zip = zipfile.is_zipfile(f)
+    except OSError as e:
+        raise RobustDartsError(f"cannot read {path} ({e.strerror}).") from None
+    if not is_zip:
+        raise RobustDartsError(f"{path} is not a numpy .npz (zip) file; write it with numpy.savez(FILE, "
+                               f"x_train=..., y_train=..., x_test=..., y_test=...).")
     try:
         with np.load(path, allow_pickle=False) as npz:  # never unpickle a user's file
             missing = [k for k in NPZ_KEYS if k not in npz.files]
@@ -489,7 +547,7 @@ def _read_npz(path: Path) -> Decoded:
     except RobustDartsError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        why = str(e).splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        why = _clipped(str(e).splitlines()[0]) if str(e).strip() else type(e).__name__
         raise RobustDartsError(f"{path} cannot be read as an npz file ({why}); write it with numpy.savez(FILE, "
                                f"x_train=..., y_train=..., x_test=..., y_test=...).") from None
     images, labels = [], []
@@ -497,7 +555,7 @@ def _read_npz(path: Path) -> Decoded:
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.dtype != np.uint8:
             raise RobustDartsError(f"{path}: x_{split} holds {x.dtype} values; images must be uint8 (0..255), e.g. "
-                                   f"x.astype(numpy.uint8).")
+                                   f"{_to_uint8_hint(x)}.")
         if x.ndim == 3:
             x = x[..., None]
         if x.ndim != 4 or x.shape[3] not in (1, 3):
@@ -505,7 +563,7 @@ def _read_npz(path: Path) -> Decoded:
                                    f"x C with C = 1 or 3 channels.")
         if min(x.shape[1:3]) < MIN_SIDE:
             raise RobustDartsError(f"{path}: x_{split} images are {x.shape[2]}x{x.shape[1]} pixels, smaller than "
-                                   f"the {MIN_SIDE} pixels a side the network needs.")
+                                   f"{WHY_MIN_SIDE}.")
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]  # keras' CIFAR labels are (N, 1)
         if y.ndim != 1 or len(y) != len(x):
@@ -528,10 +586,31 @@ def _read_npz(path: Path) -> Decoded:
                                f"0..{k - 1}.")
     if k < 2:
         raise RobustDartsError(f"{path}: every label is {found[0]}; a classifier needs at least two classes.")
+    # As a folder's train/ and test/ must hold the same class folders: a test label never trained on scores 0 and
+    # a trained one never tested is not measured, yet both pass the 0..K-1 check above.
+    seen = [set(np.unique(y).tolist()) for y in labels]
+    if seen[0] != seen[1]:
+        parts = [f"only in y_train: {_listed(seen[0] - seen[1])}"] * bool(seen[0] - seen[1]) + \
+                [f"only in y_test: {_listed(seen[1] - seen[0])}"] * bool(seen[1] - seen[0])
+        raise RobustDartsError(f"{path}: y_train and y_test hold different labels ({'; '.join(parts)}); give both "
+                               f"splits the same classes.")
     x = np.concatenate(images)
     return Decoded(np.ascontiguousarray(x).reshape(-1), np.tile(np.array(x.shape[1:3], dtype=np.int64), (len(x), 1)),
                    np.concatenate(labels), np.arange(len(x)) >= len(images[0]), x.shape[3],
                    tuple(str(i) for i in range(k)), (), {"layout": "npz"})
+
+
+def _listed(labels: set, most: int = 8) -> str:
+    ordered = sorted(labels)
+    more = f" and {len(ordered) - most} more" if len(ordered) > most else ""
+    return ", ".join(map(str, ordered[:most])) + more
+
+
+def _to_uint8_hint(x: np.ndarray) -> str:
+    """How to make ``x`` uint8 without losing it: floats in [0, 1] scaled first (a plain astype makes them black)."""
+    if np.issubdtype(x.dtype, np.floating) and x.size and np.nanmin(x) >= 0 and np.nanmax(x) <= 1:
+        return "(x * 255).round().astype(numpy.uint8) for values in [0, 1]"
+    return "x.astype(numpy.uint8) for values in 0..255"
 
 
 # ---------------------------------------------------------------------------------------------------- in memory
@@ -597,19 +676,22 @@ def _as_array(value: object) -> np.ndarray | None:
     return value if isinstance(value, np.ndarray) else None
 
 
-def _check_images(x: np.ndarray, what: str) -> np.ndarray:
-    """uint8 N x H x W x C (C in 1, 3) at least MIN_SIDE a side, or one sentence."""
+def _check_images(x: np.ndarray, what: str, item: bool = False) -> np.ndarray:
+    """uint8 N x H x W x C (C in 1, 3) at least MIN_SIDE a side, or one sentence; ``item``: ``x`` is one Dataset
+    item's image with a batch axis added, and the sentence names the item's own shape."""
     if x.dtype != np.uint8:
         raise RobustDartsError(f"{what} holds {x.dtype} images; images must be uint8 (0..255), e.g. "
-                               f"(x * 255).round().astype(numpy.uint8) for values in [0, 1].")
+                               f"{_to_uint8_hint(x)}.")
+    shape = x.shape[1:] if item else x.shape
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4 or x.shape[3] not in (1, 3) or len(x) == 0:
-        raise RobustDartsError(f"{what} has images of shape {x.shape}; give N x H x W or N x H x W x C images "
+        raise RobustDartsError(f"{what} has an image of shape {shape}; give an H x W or H x W x C image (C = 1 or 3 "
+                               f"channels last; a tensor may be C x H x W)." if item else
+                               f"{what} has images of shape {shape}; give N x H x W or N x H x W x C images "
                                f"(N >= 1, C = 1 or 3 channels last).")
     if min(x.shape[1:3]) < MIN_SIDE:
-        raise RobustDartsError(f"{what} has {x.shape[2]}x{x.shape[1]}-pixel images, smaller than the {MIN_SIDE} "
-                               f"pixels a side the network needs.")
+        raise RobustDartsError(f"{what} has {x.shape[2]}x{x.shape[1]}-pixel images, smaller than {WHY_MIN_SIDE}.")
     return x
 
 
@@ -675,7 +757,7 @@ def _one_image(image: object, i: int, what: str) -> np.ndarray:
                                    f"numpy arrays or torch tensors.")
         image = np.asarray(image if image.mode in ("L", "RGB") else image.convert("RGB"), dtype=np.uint8)
     where = f"item {i} of {what}"
-    return _check_images(image[None], where)[0]
+    return _check_images(image[None], where, item=True)[0]
 
 
 # ---------------------------------------------------------------------------------------------------- finishing
@@ -731,6 +813,19 @@ def _notes(data: Decoded) -> None:
     if len(m["sizes"]) > 1:
         note(f"images of {root} come in {len(m['sizes'])} sizes; each is resized to image_size, by default "
              f"{m['size']}x{m['size']}, the most common.")
+    why = m.get("colour")
+    if why and (why["gray"] or why["looks_gray"]):  # all colour, none gray-looking: RGB is what was brought
+        # Decoding stays as it is (the digests of existing sets must not change); the note says how to get 1 channel.
+        n = why["colour"]
+        looks = ""
+        if why["looks_gray"] == n and n > 1:
+            looks = f"; all {n} colour-decoded images have three (nearly) equal channels, so they look gray: " \
+                    f"convert them to mode L for a 1-channel set"
+        elif why["first_looks_gray"]:
+            looks = "; its three channels are (nearly) equal, so it looks gray: convert it to mode L" + \
+                    " for a 1-channel set" * (n == 1)
+        gray = f"; its {why['gray']} gray images are repeated to 3 channels" if why["gray"] else ""
+        note(f"{root} is a 3-channel (RGB) set: {why['first']} is decoded as colour{looks}{gray}.")
     if m["layout"] == "held-out":
         note(f"{root} has no test/ folder: 1/6 of each class ({int(data.test.sum())} images, seeded) is held out "
              f"as the test split; the run directory's {RECORD_FILE} lists them.")

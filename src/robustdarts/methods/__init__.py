@@ -110,8 +110,22 @@ def _canonical_dataset(name: Any) -> str | None:
 
 
 def make_recipe(cfg: SearchConfig, space=None) -> Recipe:
-    """The recipe of a resolved config: its preset's family with the config's options."""
-    return get_preset(cfg.method).family(cfg, get_space(space or cfg.space))
+    """The recipe of a resolved config: its preset's family with the config's options. A config is resolved only
+    with a method that exists, so a name unknown here is a run's plugin method that this machine lacks: said so."""
+    from ..errors import RobustDartsError
+
+    try:
+        preset = get_preset(cfg.method)
+    except RobustDartsError:
+        if cfg.method in PRESETS or not isinstance(cfg.method, str):
+            raise
+        from .. import plugins
+        if cfg.method in plugins.BROKEN_METHODS:
+            raise
+        raise RobustDartsError(f"method {cfg.method!r} of this run is not installed here (a plugin's method): "
+                               f"install the plugin that provides it (entry point group {plugins.METHOD_GROUP}) "
+                               f"or make its MODULE:ATTRIBUTE importable.") from None
+    return preset.family(cfg, get_space(space or cfg.space))
 
 
 __all__ = ["KINDS", "PRESETS", "METHODS", "Preset", "get_preset", "get_method", "has_preset", "list_methods",

@@ -31,17 +31,27 @@ MAX_NODES = 32  # far beyond any published cell; a typo (400) would otherwise bu
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
-def read_space_file(path: str | Path) -> dict[str, Any]:
-    """The ``Space`` fields a YAML file defines, checked; errors name the file and the field."""
+def read_space_file(path: str | Path, recorded: bool = False) -> dict[str, Any]:
+    """The ``Space`` fields a YAML file defines, checked; errors name the file and the field. ``recorded``: the file
+    is a run's space.yaml (see ``space_fields``)."""
     path = Path(path)
     where = f"space file {path}"
     data = read_yaml_file(path, where, "a space; write name, ops, nodes and inputs_per_node")
-    return space_fields(data, where, source=str(path))
+    return space_fields(data, where, source=str(path), recorded=recorded)
 
 
-def space_fields(data: Any, where: str = "space definition", source: str = "") -> dict[str, Any]:
-    """The fields of a DARTS-kind ``Space`` from a mapping of the file's fields, each checked in one sentence."""
-    from .ops import known_op
+def space_fields(data: Any, where: str = "space definition", source: str = "", recorded: bool = False
+                 ) -> dict[str, Any]:
+    """The fields of a DARTS-kind ``Space`` from a mapping of the file's fields, each checked in one sentence.
+
+    ``recorded``: the definition a run directory recorded, whose ops were checked when the run started. An op no
+    longer installed (a plugin's op, on a machine without the plugin) is then accepted as a name: what needs no op
+    code (derive, plot: α and metrics only) works from the run alone, and building the op (train, show, a resume)
+    says in one sentence which op is missing (ops.make_op)."""
+    from .ops import _OP_NAME, BROKEN_OPS, known_op as installed
+
+    def known_op(op: str, family: str) -> bool:
+        return installed(op, family) or recorded and op not in BROKEN_OPS and bool(_OP_NAME.match(op))
 
     if not isinstance(data, dict):
         raise RobustDartsError(f"{where} must hold a mapping of name, ops, nodes, inputs_per_node (and optionally "
@@ -104,7 +114,9 @@ def _op_list(value: Any, field: str, where: str, known_op) -> tuple[str, ...]:
         raise RobustDartsError(f"{where}: {field} must be a non-empty list of op names, not {short(value)}.")
     for op in value:
         if not isinstance(op, str) or not known_op(op, "darts"):
-            from .ops import OPS
+            from .ops import BROKEN_OPS, OPS
+            if op in BROKEN_OPS:  # the op's plugin is installed but failed: its sentence, not "unknown op"
+                raise RobustDartsError(f"{where}: {field} names op {op!r}, but {BROKEN_OPS[op]}")
             raise RobustDartsError(f"{where}: {field} names unknown op {short(op)}; choose from: "
                                    f"{', '.join(sorted(OPS['darts']))} (or register your own with register_op).")
     if len(set(value)) != len(value):

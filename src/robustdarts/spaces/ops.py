@@ -231,7 +231,7 @@ def _register_op_plugin(name: str, factory, source) -> None:
 
 def load_op_plugins() -> None:
     """Register the factory of every ``robustdarts.ops`` entry point under its name (once per process); a bad entry
-    point is one warning line and is left out, and asking for its op raises its sentence (``make_op``)."""
+    point is left out silently, and asking for its op raises its sentence (``make_op``, a space file's check)."""
     load_group(OP_GROUP, "op", _register_op_plugin, BROKEN_OPS)
 
 
@@ -264,6 +264,10 @@ def make_op(name: str, C: int, stride: int, *, family: str = "darts", affine: bo
     if not known_op(name, family):
         if name in BROKEN_OPS:
             raise RobustDartsError(BROKEN_OPS[name])
+        if name not in BUILTIN_OPS and _OP_NAME.match(str(name)):  # a run's recorded space names a plugin's op
+            raise RobustDartsError(f"op {name!r} is not installed here: building the network needs its code, so "
+                                   f"install the plugin that provides it (entry point group {OP_GROUP}) or register "
+                                   f"it with robustdarts.register_op (derive and plot need no op code).")
         raise unknown(f"op for the {family} family", name, table)
     return table[name](C, stride, affine, pool_bn, shared_relu)
 

@@ -166,10 +166,11 @@ def on_redefine(forget) -> None:
     _ON_REDEFINE.append(forget)
 
 
-def load_space(path) -> Space:
-    """The DARTS-kind space a YAML file defines (spaces/fromfile.py checks it), registered under its name."""
+def load_space(path, recorded: bool = False) -> Space:
+    """The DARTS-kind space a YAML file defines (spaces/fromfile.py checks it), registered under its name;
+    ``recorded``: a run directory's space.yaml, whose ops need not be installed here (``space_fields``)."""
     from .fromfile import read_space_file
-    return register_space(Space(**read_space_file(path)))
+    return register_space(Space(**read_space_file(path, recorded)))
 
 
 def register_definition(definition, where: str, source: str = "") -> Space:

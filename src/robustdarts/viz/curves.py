@@ -201,17 +201,20 @@ def plot_runs(run_dirs, out: str | Path | None = None, alpha: bool = True) -> li
     draw_alpha = alpha and all(RunDir(p).archive_path.exists() for p in run_dirs)
     for path in [curves_path] + ([alpha_path] if draw_alpha else []):  # before any drawing, not after
         check_output_file(path, "--out" if out is not None else "plot file", PLOT_SUFFIXES)
-    written = []
-    figures = [(curves_path, lambda: render_curves(run_dirs)[0])]
-    if draw_alpha:
-        figures.append((alpha_path, lambda: render_alpha(run_dirs)[0]))
-    for path, render in figures:
-        fig = render()
-        # Atomic: a plot interrupted mid-write (or refreshed while a viewer reads it) leaves the old file whole.
-        atomic_write(path, lambda f: fig.savefig(f, dpi=110, format=path.suffix[1:].lower()))
-        plt.close(fig)
-        written.append(path)
-    return written
+    # Every figure is drawn before any file is written: a run that cannot be drawn (runs on different spaces, a
+    # method not installed here) refuses the plot and leaves no file of it behind.
+    figures = []
+    try:
+        figures.append((curves_path, render_curves(run_dirs)[0]))
+        if draw_alpha:
+            figures.append((alpha_path, render_alpha(run_dirs)[0]))
+        for path, fig in figures:
+            # Atomic: a plot interrupted mid-write (or refreshed while a viewer reads it) leaves the old file whole.
+            atomic_write(path, lambda f: fig.savefig(f, dpi=110, format=path.suffix[1:].lower()))
+    finally:
+        for _, fig in figures:
+            plt.close(fig)
+    return [path for path, _ in figures]
 
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:

@@ -7,6 +7,7 @@ note on resizing, a Dataset item's shape, and the network's true least image sid
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -83,28 +84,35 @@ def test_data_handed_in_memory_tests_every_class_it_trains_on():
 
 # ---- 2: a preset's limit ----------------------------------------------------------------------------------------
 
-def test_limit_message_says_whose_value_it_is(tmp_path):
+def test_a_presets_limit_is_a_cap_and_a_users_limit_is_checked(tmp_path):
+    """A sizes preset's limit (tiny: 2,000 training, 1,000 test images) caps a larger set and takes a smaller one
+    whole; a limit the user gave that the data cannot fill is refused, saying how to use them all."""
     name = f"npz:{npz(tmp_path / 'a.npz', **arrays())}"
     assert PRESETS["tiny"]["train"]["limit_images"] == 2000 and PRESETS["tiny"]["train"]["limit_test"] == 1000
-    with pytest.raises(RobustDartsError) as preset:
+    with pytest.raises(RobustDartsError) as given:
         load_dataset(name, "train", limit=2000)
-    assert "limit_images is 2000 (the value --preset tiny sets)" in str(preset.value)
-    assert "--set limit_images=none to use them all" in str(preset.value) and "20 images" in str(preset.value)
-    with pytest.raises(RobustDartsError) as own_value:
+    assert "limit_images is 2000, but" in str(given.value) and "20 images" in str(given.value)
+    assert "--set limit_images=none to use them all" in str(given.value)
+    assert len(load_dataset(name, "train", limit=2000, cap=True)) == len(load_dataset(name, "train")) == 20
+    assert len(load_dataset(name, "train", limit=5, cap=True)) == 5  # a cap the data exceeds still caps
+    with pytest.raises(RobustDartsError, match="limit_test is 99, but"):
         load_dataset(name, "test", limit=99)
-    assert "limit_test is 99, but" in str(own_value.value) and "preset" not in str(own_value.value)
-    with pytest.raises(RobustDartsError, match=r"limit_test is 1000 \(the value --preset tiny sets\)"):
-        load_dataset(name, "test", limit=1000)
 
 
-def test_search_with_the_tiny_preset_on_a_small_set_is_refused_naming_the_preset(tmp_path):
+def test_the_tiny_preset_runs_on_a_small_set_whole_and_a_users_limit_is_refused(tmp_path):
+    import robustdarts
+
     path = npz(tmp_path / "d" / "a.npz", **arrays())
+    sizes = dict(epochs=1, batch_size=4, layers=3, init_channels=4, image_size=8, leakage_every=0)
+    result = robustdarts.search("s3", "darts", dataset=f"npz:{path}", preset="tiny", out=tmp_path / "run", **sizes)
+    assert result.config.limit_images == 2000  # recorded as the preset set it: a resume takes the same images
+    assert json.loads((tmp_path / "run" / "data.json").read_text())["train_images"] == 20
     work = tmp_path / "work"
     work.mkdir()
     before = snapshot(tmp_path)
-    code, out = invoke(["search", "--dataset", f"npz:{path}", "--preset", "tiny", "--out", "run"], work)
-    assert code == 2 and "Traceback" not in out, out
-    assert "(the value --preset tiny sets)" in out and "--set limit_images=none" in out
+    code, out = invoke(["search", "--dataset", f"npz:{path}", "--preset", "tiny", "--set", "limit_images=500",
+                        "--out", "run2"], work)
+    assert code == 2 and "Traceback" not in out and "limit_images is 500" in out, out
     assert snapshot(tmp_path) == before
 
 

@@ -160,6 +160,15 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+def preset_caps(cfg, field: str) -> bool:
+    """Whether ``cfg``'s ``field`` (limit_images, limit_test) is its sizes preset's value, and so a cap: a data set
+    with fewer images (a user's small folder under ``--preset tiny``) is used whole, where a limit the user gave
+    that the data cannot fill is refused. Read from the recorded config, so a resume loads the same images."""
+    kind = "train" if isinstance(cfg, TrainConfig) else "search"
+    value = getattr(cfg, field)
+    return value is not None and PRESETS.get(cfg.preset or "", {}).get(kind, {}).get(field) == value
+
+
 @dataclass(frozen=True)
 class Range:
     """The values a numeric field accepts: ``lo``/``hi`` bounds (None: unbounded), each closed unless marked open."""

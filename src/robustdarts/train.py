@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .config import TrainConfig
+from .config import TrainConfig, preset_caps
 from .data import BatchStream, dataset_info, eval_batches, holdout, load_dataset, scaled_augment
 from .data.own import is_own, record as own_record
 from .errors import RobustDartsError, first_line
@@ -44,14 +44,15 @@ class Train:
         torch.manual_seed(cfg.seed)
         info = dataset_info(cfg.dataset)
         self.train_set = load_dataset(cfg.dataset, "train", cfg.data_dir, image_size=cfg.image_size,
-                                      limit=cfg.limit_images, seed=cfg.seed, skip_bad_images=cfg.skip_bad_images)
+                                      limit=cfg.limit_images, seed=cfg.seed, skip_bad_images=cfg.skip_bad_images,
+                                      cap=preset_caps(cfg, "limit_images"))
         self.valid_set = None
         if cfg.valid_images:
             self.train_set, self.valid_set = holdout(self.train_set, cfg.valid_images, cfg.seed)
             self.valid_set = self.valid_set.to(self.device)
         self.test_set = load_dataset(cfg.dataset, "test", cfg.data_dir, image_size=cfg.image_size,
-                                     limit=cfg.limit_test, seed=cfg.seed,
-                                     skip_bad_images=cfg.skip_bad_images).to(self.device)
+                                     limit=cfg.limit_test, seed=cfg.seed, skip_bad_images=cfg.skip_bad_images,
+                                     cap=preset_caps(cfg, "limit_test")).to(self.device)
         if is_own(cfg.dataset) and self.run_dir is not None and _resuming:
             own_record(self.run_dir.path, cfg.dataset, resuming=True)  # the same data as the checkpoint's
         # Threads from the work's size (speed.py), set before environment.json records the count.

@@ -139,14 +139,15 @@ def dataset_info(name: str) -> DatasetInfo:
 
 def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | None = None, download: bool = True,
                  image_size: int | None = None, limit: int | None = None, seed: int = 0,
-                 skip_bad_images: bool = False) -> ImageSet:
+                 skip_bad_images: bool = False, cap: bool = False) -> ImageSet:
     """Load ``split`` of dataset ``name`` into memory.
 
     ``image_size`` resizes once here (area when shrinking, bilinear when growing); ``limit`` keeps a random subset of
     that many images chosen by ``seed`` (in index order). For ``synthetic``, ``seed`` also seeds the generator and
     ``limit`` is the number of images generated. A user's ``folder:PATH`` or ``npz:FILE`` comes through
     ``own.py`` (``skip_bad_images``: leave its unreadable images out instead of refusing them); from then on it is
-    handled as the built-in sets are.
+    handled as the built-in sets are. ``cap``: ``limit`` is a sizes preset's cap (``config.preset_caps``), so a
+    split with fewer images is used whole instead of refused.
     """
     user = own.is_own(name)
     key = name if user else _canonical(name)
@@ -159,7 +160,8 @@ def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | 
         # The subset is chosen before resizing, by the rule of _limited: the same images and pixels, and a 200-image
         # limit on a large folder resizes 200 images, not the folder (the decode cache holds them at full size).
         return ImageSet(*own.load(name, split, image_size, skip_bad_images,
-                                  lambda count: _chosen(count, own.canonical_name(name), split, limit, seed)))
+                                  lambda count: _chosen(count, own.canonical_name(name), split, limit, seed,
+                                                        cap)))
     info = _INFO[key]
     if data_dir is not None:  # given and wrong is a mistake to name, not a folder to skip in the look-up
         folder = Path(data_dir).expanduser()
@@ -180,12 +182,13 @@ def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | 
                                f"(found {labels.min()}..{labels.max()}); the files are corrupted.")
     dataset = ImageSet(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels.astype(np.int64)),
                        key, info.num_classes, info.mean, info.std)
-    return _limited(dataset, split, limit, seed, image_size)
+    return _limited(dataset, split, limit, seed, image_size, cap)
 
 
-def _limited(dataset: ImageSet, split: str, limit: int | None, seed: int, image_size: int | None) -> ImageSet:
+def _limited(dataset: ImageSet, split: str, limit: int | None, seed: int, image_size: int | None,
+             cap: bool = False) -> ImageSet:
     """The seeded ``limit`` subset (in index order) at ``image_size``: the same rule for every source."""
-    keep = _chosen(len(dataset), dataset.name, split, limit, seed)
+    keep = _chosen(len(dataset), dataset.name, split, limit, seed, cap)
     if keep is not None:
         dataset = dataset.subset(keep)
     if image_size is not None and image_size != dataset.size:
@@ -193,18 +196,16 @@ def _limited(dataset: ImageSet, split: str, limit: int | None, seed: int, image_
     return dataset
 
 
-def _chosen(count: int, name: str, split: str, limit: int | None, seed: int) -> Tensor | None:
-    """The positions (in index order) of the seeded ``limit`` subset of ``count`` images, None for all of them."""
+def _chosen(count: int, name: str, split: str, limit: int | None, seed: int, cap: bool = False) -> Tensor | None:
+    """The positions (in index order) of the seeded ``limit`` subset of ``count`` images, None for all of them.
+    ``cap``: the limit is a sizes preset's (``config.preset_caps``), so a split with fewer images is used whole; a
+    limit the user gave that the split cannot fill is refused."""
     if limit is not None and limit > count:
-        from ..config import PRESETS  # late: config imports the data layer
-
+        if cap:
+            return None
         field = "limit_images" if split == "train" else "limit_test"
-        # The limit reaches here without its origin (loop.py and train.py pass the config's value), and a preset's
-        # 2,000 is not something the user set: name the preset that gives this value, and how to drop the limit.
-        presets = sorted(p for p, kinds in PRESETS.items() if any(k.get(field) == limit for k in kinds.values()))
-        origin = f" (the value --preset {' and '.join(presets)} sets)" if presets else ""
-        raise RobustDartsError(f"{field} is {limit}{origin}, but the {name} {split} set has only {count} images; "
-                               f"lower it, or pass --set {field}=none to use them all.")
+        raise RobustDartsError(f"{field} is {limit}, but the {name} {split} set has only {count} images; lower it, "
+                               f"or pass --set {field}=none to use them all.")
     if limit is None or limit == count:
         return None
     return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:limit].sort().values

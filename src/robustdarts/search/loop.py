@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..archparams import ArchParams
-from ..config import SearchConfig
+from ..config import SearchConfig, preset_caps
 from ..data import BatchStream, scaled_augment, dataset_info, eval_batches, load_dataset, search_split
 from ..data.own import is_own, record as own_record
 from ..distributed import Shard, check_world
@@ -92,7 +92,8 @@ class Search:
 
         info = dataset_info(cfg.dataset)
         data = load_dataset(cfg.dataset, "train", cfg.data_dir, image_size=cfg.image_size, limit=cfg.limit_images,
-                            seed=cfg.seed, skip_bad_images=cfg.skip_bad_images)
+                            seed=cfg.seed, skip_bad_images=cfg.skip_bad_images,
+                            cap=preset_caps(cfg, "limit_images"))
         if is_own(cfg.dataset) and self.run_dir is not None and _resuming:
             own_record(self.run_dir.path, cfg.dataset, resuming=True)  # the same data as the checkpoint's
         self.train_set, self.val_set = search_split(data, cfg.train_portion, cfg.seed, cfg.ordered_split)

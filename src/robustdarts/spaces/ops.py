@@ -264,11 +264,11 @@ def make_op(name: str, C: int, stride: int, *, family: str = "darts", affine: bo
     if not known_op(name, family):
         if name in BROKEN_OPS:
             raise RobustDartsError(BROKEN_OPS[name])
-        if name not in BUILTIN_OPS and _OP_NAME.match(str(name)):  # a run's recorded space names a plugin's op
-            raise RobustDartsError(f"op {name!r} is not installed here: building the network needs its code, so "
-                                   f"install the plugin that provides it (entry point group {OP_GROUP}) or register "
-                                   f"it with robustdarts.register_op (derive and plot need no op code).")
-        raise unknown(f"op for the {family} family", name, table)
+        message = str(unknown(f"op for the {family} family", name, table)).rstrip(".")
+        if name not in BUILTIN_OPS and _OP_NAME.match(str(name)):  # a typo, or a plugin's op a run's space names
+            message += (f"; a plugin's op needs its plugin installed here (entry point group {OP_GROUP}) or "
+                        f"robustdarts.register_op (derive and plot need no op code)")
+        raise RobustDartsError(message + ".")
     return table[name](C, stride, affine, pool_bn, shared_relu)
 
 

@@ -204,6 +204,15 @@ def test_a_broken_plugin_is_one_warning_and_the_built_ins_keep_working(site, cap
     with pytest.raises(RobustDartsError, match="op plugin entry point 'broken_op'.*failed to import"):
         from robustdarts.spaces import make_op
         make_op("broken_op", 4, 1)
+    # a genotype naming it (a genotype file taken out of its run): the same sentence, not "not a darts op"
+    import dataclasses
+
+    from robustdarts.genotype import validate
+    from robustdarts.zoo import get_genotype
+    darts_v2 = get_genotype("darts_v2")
+    taken_out = dataclasses.replace(darts_v2, space=None, normal=(("broken_op", 0), *darts_v2.normal[1:]))
+    with pytest.raises(RobustDartsError, match="op plugin entry point 'broken_op'.*failed to import"):
+        validate(taken_out)
 
 
 @pytest.mark.parametrize("spec, fragment", [

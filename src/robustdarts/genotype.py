@@ -34,7 +34,7 @@ import numpy as np
 
 from .atomic import atomic_write_text
 from .errors import RobustDartsError, short, unknown
-from .spaces.ops import OPS, known_op
+from .spaces.ops import BROKEN_OPS, OPS, known_op
 from .spaces.registry import SPACES, Space, get_space
 
 KINDS = ("darts", "lhd", "nb201")
@@ -402,6 +402,8 @@ def validate(genotype: Genotype, space: Space | str | None = None) -> Genotype:
         for cell in genotype.cells:
             for i, gene in enumerate(genotype.genes(cell)):
                 if not known_op(gene[0], family):
+                    if gene[0] in BROKEN_OPS:  # an installed op plugin that failed to import: its own sentence
+                        raise RobustDartsError(BROKEN_OPS[gene[0]])
                     raise RobustDartsError(f"{cell} gene {i} {gene!r} uses op {gene[0]!r}, which is not a "
                                            f"{family} op; accepted: {', '.join(OPS[family])}.")
         return genotype

@@ -229,6 +229,27 @@ def test_a_bad_dataset_item_is_reported_with_its_own_shape():
     assert "(1, 3, 10, 10)" not in str(e.value)
 
 
+def test_a_dataset_of_gray_and_colour_images_says_why_it_is_rgb(capsys):
+    """As a folder's note does: the first colour item named, the gray ones counted, the set RGB with the gray
+    images repeated to 3 channels (their pixels unchanged in every channel)."""
+    rng = np.random.default_rng(0)
+    items = [(rng.integers(0, 256, (8, 8) if i != 2 else (8, 8, 3), dtype=np.uint8), i % 2) for i in range(12)]
+
+    class Mixed(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(items)
+
+        def __getitem__(self, i):
+            return items[i]
+
+    data = own.decoded(own.hand_in(Mixed()))
+    assert data.channels == 3
+    err = capsys.readouterr().err
+    assert "item 2 is a colour image, so the set is RGB; its 11 gray images are repeated to 3 channels" in err
+    first = data.pixels[:8 * 8 * 3].reshape(8, 8, 3)
+    assert all((first[..., c] == items[0][0]).all() for c in range(3))
+
+
 # ---- 8: the least image side ------------------------------------------------------------------------------------
 
 def test_the_least_side_is_the_networks_and_the_same_for_images_and_image_size(tmp_path):

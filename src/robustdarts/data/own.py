@@ -737,6 +737,11 @@ def _from_dataset(dataset, what: str) -> tuple[np.ndarray, np.ndarray, list[int]
     if not images:
         raise RobustDartsError(f"{what} is an empty Dataset; it needs images of at least two classes.")
     channels = 3 if any(img.shape[2] == 3 for img in images) else 1
+    gray = sum(img.shape[2] == 1 for img in images)
+    if channels == 3 and gray:  # as a folder's note says it: the set is RGB, and why
+        first = next(i for i, img in enumerate(images) if img.shape[2] == 3)
+        note(f"{what}: item {first} is a colour image, so the set is RGB; its {gray} gray image"
+             f"{'s are' if gray > 1 else ' is'} repeated to 3 channels.")
     pixels = np.concatenate([_with_channels(img, channels).reshape(-1) for img in images])
     return pixels, np.array([img.shape[:2] for img in images], dtype=np.int64), labels, channels
 

@@ -202,3 +202,34 @@ def test_search_with_per_epoch_eigenvalue_shows_no_vmap_fallback_warning(tmp_pat
         Search(tiny_config(hessian_every=1), tmp_path / "run", progress=False).run()
     assert not [w for w in caught if "performance drop" in str(w.message)]
     assert [r["eigenvalue"] > 0 for r in RunDir(tmp_path / "run").read_metrics()] == [True]
+
+
+def test_darts_pt_derives_a_finished_run_whose_folder_moved(tmp_path):
+    """DARTS-PT's measurements read the search's data: a plain derive of a run whose folder moved says how to go
+    on and changes nothing; with --dataset at the new place (same content digest) it derives what the run derived
+    on its data in place, and records the place. Other policies take no --dataset."""
+    data, moved, work = tmp_path / "mine", tmp_path / "elsewhere" / "mine2", tmp_path / "work"
+    image_folder(data)
+    work.mkdir()
+    Search(tiny_config(dataset=f"folder:{data}", limit_images=None), work / "run", progress=False).run()
+    runs_module.release(work / "run")
+    shutil.copytree(work / "run", work / "copy")
+    pt = ["--policy", "darts-pt", "--tune-epochs", "0", "--val-images", "8", "--json", "--no-progress"]
+    code, out = invoke(["derive", "run", *pt], work)
+    assert code == 0, out
+    in_place = json.loads(out.strip().splitlines()[-1])["genotype"]
+    moved.parent.mkdir()
+    shutil.move(data, moved)
+
+    before = snapshot(work)
+    code, out = invoke(["derive", "copy", *pt], work)
+    text = " ".join(out.split())
+    assert code == 2 and "if it moved, pass --dataset folder:NEW_PATH to derive" in text, out
+    assert snapshot(work) == before
+    code, out = invoke(["derive", "copy", "--dataset", f"folder:{data}", "--policy", "darts"], work)
+    assert code == 2 and "--dataset applies to --policy darts-pt only" in " ".join(out.split()), out
+
+    code, out = invoke(["derive", "copy", *pt, "--dataset", f"folder:{moved}"], work)
+    assert code == 0, out
+    assert json.loads(out.strip().splitlines()[-1])["genotype"] == in_place
+    assert yaml.safe_load((work / "copy" / "config.yaml").read_text())["dataset"] == f"folder:{moved.resolve()}"

@@ -247,7 +247,7 @@ def run_search(run, log: str | None = None) -> SearchResult | None:
 # ---------------------------------------------------------------------------------------------------- derive
 
 def derive(run_dir: str | Path, policy: str | None = None, condition: str | None = None, epoch: int | None = None,
-           **options: Any) -> Genotype:
+           dataset: str | None = None, **options: Any) -> Genotype:
     """The genotype of a search run at an epoch under a discretization policy; returns a ``Genotype``.
 
     Args:
@@ -256,6 +256,8 @@ def derive(run_dir: str | Path, policy: str | None = None, condition: str | None
             None: the space's own rule (``darts`` on DARTS-kind spaces, so any run can be derived by default).
         condition: an LHD evaluation condition (base, 3ops, 4out, 1m); LHD runs only.
         epoch: the archive epoch (default: the last; -1: the initial α).
+        dataset: ``darts-pt`` only, whose measurements read the search's data: the new place (``folder:``/``npz:``)
+            of a run's own data that moved, checked by its content digest and recorded in the run.
         **options: ``darts-pt`` only: ``tune_epochs``, ``val_images``.
 
     Raises:
@@ -265,17 +267,30 @@ def derive(run_dir: str | Path, policy: str | None = None, condition: str | None
         >>> genotype = robustdarts.derive("runs/example", epoch=0)  # doctest: +SKIP
         >>> genotype.save("cell.json")  # doctest: +SKIP
     """
-    return derive_with_epoch(run_dir, policy=policy, condition=condition, epoch=epoch, **options)[0]
+    return derive_with_epoch(run_dir, policy=policy, condition=condition, epoch=epoch, dataset=dataset,
+                             **options)[0]
 
 
 def derive_with_epoch(run_dir: str | Path, policy: str | None = None, condition: str | None = None,
-                      epoch: int | None = None, progress: bool = False, console=None,
+                      epoch: int | None = None, progress: bool = False, console=None, dataset: str | None = None,
                       **options: Any) -> tuple[Genotype, int]:
     """``derive``'s genotype and the epoch it was derived at (the one a policy such as selective-stop chose)."""
     from .starts import one_start
     from .derive import derive_from_run
 
     with one_start():  # one start (DARTS-PT's derive reads the search's data)
+        if policy == "darts-pt" and Path(run_dir, "config.yaml").is_file():
+            if dataset is not None:  # the run's data moved: taken by its digest, recorded, as a resume does
+                place = _own_place(dataset)
+                if place is None:
+                    raise RobustDartsError(f"--dataset with derive names the new place of the run's folder: or "
+                                           f"npz: data, not {dataset!r}.")
+                _record_moved_data(run_dir, "search", place)
+            else:
+                _check_resumed_data(run_dir, "search", command="derive")
+        elif dataset is not None:
+            raise RobustDartsError("--dataset applies to --policy darts-pt only (the other policies read only the "
+                                   "run's α archive).")
         return derive_from_run(run_dir, epoch=epoch, policy=policy, condition=condition, progress=progress,
                                console=console, **options)
 
@@ -525,10 +540,10 @@ def _record_moved_data(run_dir: str | Path, kind: str, name: str) -> None:
             release(run.path)
 
 
-def _check_resumed_data(run_dir: str | Path, kind: str) -> None:
+def _check_resumed_data(run_dir: str | Path, kind: str, command: str = "resume") -> None:
     """A resumed run's own data must be where config.yaml says; if it is not, one sentence says how to name the
     new place (the load's own "does not exist; give folder:PATH ..." is a dead end on resume, which refuses
-    other fields)."""
+    other fields). ``command``: resume, or derive (DARTS-PT's measurements read the search's data)."""
     from .config import SearchConfig, TrainConfig
     from .runs import RunDir
 
@@ -539,6 +554,7 @@ def _check_resumed_data(run_dir: str | Path, kind: str) -> None:
     what, path = place.split(":", 1)
     if not Path(path).exists():
         new = "folder:NEW_PATH" if what == "folder" else "npz:NEW_FILE"
+        how = ("with --resume (in Python: dataset=" + repr(new) + " with resume=)" if command == "resume" else
+               "to derive (in Python: dataset=" + repr(new) + ")")
         raise RobustDartsError(f"{'folder' if what == 'folder' else 'npz file'} {path}, the data {run_dir} was run "
-                               f"on, does not exist; if it moved, pass --dataset {new} with --resume (in Python: "
-                               f"dataset={new!r} with resume=).")
+                               f"on, does not exist; if it moved, pass --dataset {new} {how}.")

@@ -282,8 +282,10 @@ def derive(
                                                          "[default: 5, the paper's]"),
     val_images: Optional[int] = typer.Option(None, help="darts-pt: validation images per measurement "
                                                         "[default: the whole validation half]"),
-    dataset: Optional[str] = typer.Option(None, help="darts-pt: the new place (folder:PATH, npz:FILE) of the run's "
-                                                     "own data, if it moved (checked by its content digest)"),
+    # not a dataset choice (no registry name is accepted here): only where the run's own data went
+    moved_data: Optional[str] = typer.Option(None, "--dataset", help="darts-pt: the new place (folder:PATH, "
+                                             "npz:FILE) of the run's own data, if it moved (checked by its content "
+                                             "digest)"),
     as_json: bool = typer.Option(False, "--json"),
     progress: bool = typer.Option(True, help="darts-pt: live progress bar of the decisions and fine-tuning epochs "
                                              "(on a terminal; never with --json)"),
@@ -297,7 +299,7 @@ def derive(
         from .paths import check_output_file
         check_output_file(out, "--out")  # before deriving (darts-pt fine-tunes for minutes), not after
     genotype, chosen = derive_with_epoch(run_dir, epoch=epoch, policy=policy, condition=condition,
-                                         progress=progress and not as_json, console=console, dataset=dataset,
+                                         progress=progress and not as_json, console=console, dataset=moved_data,
                                          **options)
     if out is not None:
         genotype.save(out)

@@ -18,7 +18,7 @@ from PIL import Image
 from conftest import invoke, snapshot
 from robustdarts.config import FIELD_RANGES, PRESETS
 from robustdarts.data import load_dataset, own
-from robustdarts.errors import RobustDartsError
+from robustdarts.errors import RobustDartsError, first_line
 from robustdarts.starts import one_start
 
 pytestmark = pytest.mark.usefixtures("own_data_isolated")  # conftest: decode cache here, nothing remembered
@@ -131,10 +131,10 @@ def test_long_reasons_are_cut_at_a_word_never_inside_one():
     text = "This file contains pickled (object) data. If you trust the file you can load it unsafely using the " \
            "`allow_pickle=` keyword argument or `pickle.load()`."
     assert len(text) > 120
-    cut = own._clipped(text)
+    cut = first_line(ValueError(text))
     # by hand: the last whole word within 120 characters is "`allow_pickle=`" (ends at 118); the next is cut
     assert cut == text[:text.index(" keyword")] + " ..."
-    assert own._clipped("short enough") == "short enough"
+    assert first_line(ValueError("short enough")) == "short enough"
 
 
 # ---- 4: float images --------------------------------------------------------------------------------------------

@@ -25,10 +25,14 @@ def short(value: object, limit: int = 60) -> str:
 
 def first_line(error: BaseException, limit: int = 120) -> str:
     """The first informative line of an exception's text (torch's state-dict errors open with a bare heading
-    ending in ':'), cut to ``limit`` characters, for the parenthesis of a one-sentence message."""
+    ending in ':'), cut after a whole word within ``limit`` characters, for the parenthesis of a one-sentence
+    message."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     useful = [line for line in lines if not line.endswith(":")] or lines or [type(error).__name__]
-    return useful[0][:limit]
+    text = useful[0]
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " ..."  # after a whole word: a cut mid-word reads as a typo
 
 
 _WARNED: set[str] = set()

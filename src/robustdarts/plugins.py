@@ -12,8 +12,9 @@ Ray import it again from the run's config.yaml alone.
 
 A plugin that fails to import, has the wrong type, or whose name clashes with a built-in never breaks the built-ins:
 listing the methods (``robustdarts methods``, a command's ``--help``) prints one warning line per bad plugin, and only
-asking for that plugin by name raises its one-sentence error; a command that uses only built-ins prints nothing. The op group is read by ``spaces/ops.py`` itself (the op
-registry sits below everything that builds ops); this module reads the method group. Both go through the one loop of
+asking for that plugin by name raises its one-sentence error; a command that uses only built-ins prints nothing. The
+op group is read by ``spaces/ops.py`` itself (the op registry sits below everything that builds ops); this module
+reads the method group. Both go through the one loop of
 ``entrypoints.load_group``, and differ only in how they check and add a loaded plugin's rows.
 """
 
@@ -164,5 +165,5 @@ def reset() -> None:
     importlib.invalidate_caches()
 
 
-__all__ = ["METHOD_GROUP", "PluginSource", "is_spec", "load_method_plugins", "warn_broken_methods", "load_method_spec", "find_method",
-           "method_source", "import_object", "reset"]
+__all__ = ["METHOD_GROUP", "PluginSource", "is_spec", "load_method_plugins", "warn_broken_methods", "load_method_spec",
+           "find_method", "method_source", "import_object", "reset"]

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from ..atomic import atomic_write, atomic_write_text
-from ..errors import RobustDartsError, short
+from ..errors import RobustDartsError, first_line, short
 from ..starts import once_per_start
 
 IN_MEMORY = "in-memory"  # data handed to the Python API (api.py): arrays, tensors or a torch Dataset
@@ -147,13 +147,6 @@ def _resize(images: torch.Tensor, side: int) -> torch.Tensor:
 
 
 _MEMO: dict[str, Decoded] = {}  # content key -> decoded set, for the look-ups of one process
-
-
-def _clipped(text: str, limit: int = 120) -> str:
-    """``text`` cut after the last whole word within ``limit`` characters: a cut mid-word reads as a typo."""
-    if len(text) <= limit:
-        return text
-    return text[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " ..."
 
 
 def note(text: str) -> None:
@@ -407,8 +400,7 @@ def _decode_one(path: str) -> np.ndarray | str:
                 img = img.convert("RGB")  # palette, RGBA (alpha dropped), CMYK, YCbCr ...
             return np.asarray(img, dtype=np.uint8)
     except Exception as e:  # noqa: BLE001 - a decoder fed arbitrary bytes raises many types; each means "bad file"
-        text = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
-        return _clipped(text)
+        return first_line(e)
 
 
 def _decode_chunk(paths: list[str]) -> list[np.ndarray | str]:
@@ -547,7 +539,7 @@ def _read_npz(path: Path) -> Decoded:
     except RobustDartsError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        why = _clipped(str(e).splitlines()[0]) if str(e).strip() else type(e).__name__
+        why = first_line(e)
         raise RobustDartsError(f"{path} cannot be read as an npz file ({why}); write it with numpy.savez(FILE, "
                                f"x_train=..., y_train=..., x_test=..., y_test=...).") from None
     images, labels = [], []
